@@ -1,0 +1,5 @@
+import sys
+
+from radixsnn.cli import main
+
+sys.exit(main())

@@ -1,0 +1,10 @@
+"""One module per ``radixsnn`` sub-command; each exposes ``register(subparsers)``.
+
+A command's ``register`` adds its parser and sets ``func`` to a callable taking the parsed args.
+"""
+
+# Order here is the order in ``radixsnn --help``.
+COMMANDS = [
+    "convert",
+    "evaluate",
+]
