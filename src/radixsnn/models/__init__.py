@@ -37,3 +37,6 @@ def create_model(name: str, num_classes: int = 10) -> nn.Module:
 
 # Importing the architecture modules fills the registry.
 from radixsnn.models import resnet_cifar  # noqa: E402,F401
+from radixsnn.models import vgg  # noqa: E402,F401
+from radixsnn.models import resnet18  # noqa: E402,F401
+from radixsnn.models import mobilenet  # noqa: E402,F401
