@@ -23,6 +23,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             from safetensors.torch import load_file
 
             state = load_file(str(path))
+            # Training checkpoints (``radixsnn train``) also carry optimizer tensors under this prefix.
+            state = {k: v for k, v in state.items() if not k.startswith("optimizer/")}
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

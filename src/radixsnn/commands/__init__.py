@@ -7,4 +7,5 @@ A command's ``register`` adds its parser and sets ``func`` to a callable taking 
 COMMANDS = [
     "convert",
     "evaluate",
+    "train",
 ]

@@ -1,0 +1,112 @@
+"""Options and set-up shared by the commands that train (``train``, ``finetune``).
+
+Options that define a run (optimizer settings, data subsets, seed, ...) default to ``None`` on the
+parser so a resumed run can tell the options given again from the ones left out; their real
+defaults live in a per-command dict and are filled in by :func:`run_config`.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from radixsnn.data import load_dataset
+from radixsnn.errors import RadixSNNError
+from radixsnn.loader import DeviceLoader
+from radixsnn.training import Runtime, TrainConfig
+
+#: Evaluation batch size (it changes no result, only speed and memory).
+EVAL_BATCH_SIZE = 500
+
+
+def add_run_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
+    """The options of a training run; ``defaults`` gives each one's default (shown in --help)."""
+    d = defaults
+    parser.add_argument("--epochs", type=int, help=f"epochs to train (default {d['epochs']})")
+    parser.add_argument("--batch-size", type=int, help=f"global batch size, split over torchrun processes (default {d['batch_size']})")
+    parser.add_argument("--lr", type=float, help=f"base learning rate (default {d['lr']})")
+    parser.add_argument("--momentum", type=float, help=f"SGD momentum (default {d['momentum']})")
+    parser.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {d['weight_decay']})")
+    parser.add_argument(
+        "--schedule", choices=("step", "cosine"),
+        help=f"learning-rate schedule: step = halve every --step-epochs epochs, cosine = to 0 over the run (default {d['schedule']})",
+    )
+    parser.add_argument("--step-epochs", type=int, help=f"epochs between halvings of the step schedule (default {d['step_epochs']})")
+    parser.add_argument("--label-smoothing", type=float, help=f"label smoothing of the training loss (default {d['label_smoothing']})")
+    parser.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d['seed']})")
+    parser.add_argument("--train-subset", type=int, metavar="N", help="train on the first N training images only (default all)")
+    parser.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images only (default all)")
+    parser.add_argument("--limit-batches", type=int, metavar="N", help="stop each epoch's training and evaluation after N batches (smoke tests)")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Options that change where and how a run executes, never what it computes (on the CPU)."""
+    parser.add_argument("--out", required=True, help="output folder: checkpoints last.*/best.*, metrics.jsonl")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (a new run if there is none)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:INDEX (default auto)")
+    parser.add_argument(
+        "--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), default=None,
+        help="mixed precision on CUDA: autocast to bf16 (plain --amp) or fp16 with loss scaling",
+    )
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
+    parser.add_argument("--download", action="store_true", help="download the official CIFAR archive if the data is missing")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)")
+
+
+def run_config(args: argparse.Namespace, defaults: dict) -> tuple[dict, set[str]]:
+    """``(config, given)``: the run's options with defaults filled in, and the names set explicitly."""
+    config, given = {}, set()
+    for key, default in defaults.items():
+        value = getattr(args, key, None)
+        if value is None:
+            config[key] = default
+        else:
+            config[key] = value
+            given.add(key)
+    return config, given
+
+
+def train_config(config: dict) -> TrainConfig:
+    """The optimizer settings of a run configuration (validated)."""
+    if config.get("epochs") is None:
+        raise RadixSNNError("--epochs is required")
+    for key in ("train_subset", "test_subset"):
+        if config.get(key) is not None and config[key] < 1:
+            raise RadixSNNError(f"--{key.replace('_', '-')} must be at least 1, got {config[key]}")
+    return TrainConfig(
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        lr=config["lr"],
+        momentum=config["momentum"],
+        weight_decay=config["weight_decay"],
+        schedule=config["schedule"],
+        step_epochs=config["step_epochs"],
+        label_smoothing=config["label_smoothing"],
+        seed=config["seed"],
+        limit_batches=config["limit_batches"],
+    )
+
+
+def make_loaders(config: dict, args: argparse.Namespace, runtime: Runtime) -> tuple[DeviceLoader, DeviceLoader]:
+    """Training and test loaders of ``config['dataset']`` on the runtime's device, sharded per rank."""
+    dataset = config["dataset"]
+    train_x, train_y = load_dataset(dataset, args.data_dir, train=True, download=args.download)
+    test_x, test_y = load_dataset(dataset, args.data_dir, train=False, download=args.download)
+    if config.get("train_subset"):
+        train_x, train_y = train_x[: config["train_subset"]], train_y[: config["train_subset"]]
+    if config.get("test_subset"):
+        test_x, test_y = test_x[: config["test_subset"]], test_y[: config["test_subset"]]
+    common = dict(device=runtime.device, rank=runtime.rank, world_size=runtime.world_size, limit_batches=config["limit_batches"])
+    train = DeviceLoader(train_x, train_y, config["batch_size"], train=True, seed=config["seed"], **common)
+    test = DeviceLoader(test_x, test_y, EVAL_BATCH_SIZE, train=False, **common)
+    return train, test
+
+
+def use_channels_last(runtime: Runtime) -> bool:
+    """Channels-last memory layout speeds up convolutions on CUDA; on the CPU it is left off."""
+    return runtime.device.type == "cuda"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global generators before a model is built (its initial weights)."""
+    torch.manual_seed(seed)

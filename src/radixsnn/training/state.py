@@ -1,0 +1,132 @@
+"""Training-run checkpoints: ``NAME.safetensors`` plus a readable ``NAME.json`` copy of its metadata.
+
+The safetensors file is the checkpoint. It holds the model's state dict under its own key names
+(so ``--weights run/last.safetensors`` loads like any float weights file), the optimizer's state
+tensors under ``optimizer/<param index>/<name>``, and, in its header metadata, the JSON
+description of the run: format, kind (``float`` or ``qann``), model, dataset, number of classes,
+configuration, code version, epochs done, metrics, the optimizer's remaining state and, for
+quantized runs, the QANN's graph spec. Each file is written to a temporary name and moved into
+place with :func:`os.replace`, so a reader -- or a resumed run after a crash -- sees either the
+previous checkpoint or the new one, never a torn file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+import radixsnn
+from radixsnn.errors import RadixSNNError
+
+FORMAT = "radixsnn-run"
+OPTIMIZER_PREFIX = "optimizer/"
+
+
+@dataclass
+class RunState:
+    """A loaded checkpoint: model tensors, run metadata, optimizer state (``None`` if not saved)."""
+
+    model_state: dict[str, torch.Tensor]
+    meta: dict
+    optimizer_state: dict | None
+
+
+def code_version() -> dict:
+    """``{"radixsnn": version, "git": commit or None}`` of the code that is running."""
+    commit = None
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(radixsnn.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        if out.returncode == 0:
+            commit = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"radixsnn": radixsnn.__version__, "git": commit}
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` via a temporary file, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    write_text_atomic(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_run(stem: Path, model_state: dict, meta: dict, optimizer_state: dict | None = None) -> Path:
+    """Write ``stem.safetensors`` and ``stem.json`` atomically; returns the safetensors path."""
+    stem = Path(stem)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
+    meta = {**meta, "format": FORMAT, "optimizer": None}
+    if optimizer_state is not None:
+        scalars: dict[str, dict] = {}
+        for index, entries in optimizer_state["state"].items():
+            for name, value in entries.items():
+                if torch.is_tensor(value):
+                    tensors[f"{OPTIMIZER_PREFIX}{index}/{name}"] = value.detach().to("cpu").contiguous()
+                else:
+                    scalars.setdefault(str(index), {})[name] = value
+        meta["optimizer"] = {"param_groups": optimizer_state["param_groups"], "scalars": scalars}
+    text = json.dumps(meta, indent=2, sort_keys=True)
+    path = stem.with_name(stem.name + ".safetensors")
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT, "meta": text})
+    os.replace(tmp, path)
+    write_text_atomic(stem.with_name(stem.name + ".json"), text + "\n")
+    return path
+
+
+def load_run(path: Path) -> RunState:
+    """Read a checkpoint written by :func:`save_run` (``path`` may be the stem or either file)."""
+    path = Path(path)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix(".safetensors")
+    elif not path.name.endswith(".safetensors"):
+        path = path.with_name(path.name + ".safetensors")
+    if not path.is_file():
+        raise RadixSNNError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise RadixSNNError(f"cannot read checkpoint {path}: {exc}") from None
+    if header.get("format") != FORMAT or "meta" not in header:
+        raise RadixSNNError(f"{path} is not a radixsnn training checkpoint (no run metadata)")
+    meta = json.loads(header["meta"])
+    model_state = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    optimizer_state = None
+    if meta.get("optimizer") is not None:
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith(OPTIMIZER_PREFIX):
+                index, name = key[len(OPTIMIZER_PREFIX) :].split("/", 1)
+                state.setdefault(int(index), {})[name] = value
+        for index, entries in meta["optimizer"]["scalars"].items():
+            state.setdefault(int(index), {}).update(entries)
+        optimizer_state = {"state": state, "param_groups": meta["optimizer"]["param_groups"]}
+    return RunState(model_state, meta, optimizer_state)
+
+
+def is_run_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file written by :func:`save_run`."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError):
+        return False

@@ -1,0 +1,282 @@
+"""The training loop shared by float training (``radixsnn train``) and quantization-aware
+fine-tuning (``radixsnn finetune``): SGD with momentum, a step or cosine learning-rate schedule,
+optional CUDA autocast, DistributedDataParallel under ``torchrun``, an evaluation on the test
+split after every epoch, and a checkpoint (``last`` and ``best``) plus a ``metrics.jsonl`` line
+per epoch.
+
+Everything random in an epoch -- data order, augmentation, dropout -- is seeded from
+``(seed, epoch, rank)`` and the learning rate is a function of the position in the run, so a run
+resumed from the checkpoint of epoch ``e`` continues exactly as the uninterrupted run did.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from radixsnn.errors import RadixSNNError
+from radixsnn.loader import DeviceLoader, derive_seed
+from radixsnn.training.runtime import Runtime
+from radixsnn.training.state import RunState, write_text_atomic, code_version, save_run
+
+SCHEDULES = ("step", "cosine")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings; stored in every checkpoint."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"
+    step_epochs: int = 30
+    label_smoothing: float = 0.0
+    seed: int = 0
+    limit_batches: int | None = None
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise RadixSNNError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise RadixSNNError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise RadixSNNError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise RadixSNNError(f"--momentum must lie in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise RadixSNNError(f"--weight-decay must not be negative, got {self.weight_decay}")
+        if self.schedule not in SCHEDULES:
+            raise RadixSNNError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.step_epochs < 1:
+            raise RadixSNNError(f"--step-epochs must be at least 1, got {self.step_epochs}")
+        if not 0 <= self.label_smoothing < 1:
+            raise RadixSNNError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.limit_batches is not None and self.limit_batches < 1:
+            raise RadixSNNError(f"--limit-batches must be at least 1, got {self.limit_batches}")
+
+
+def learning_rate(config: TrainConfig, epoch: int, progress: float = 0.0) -> float:
+    """The learning rate at ``progress`` (0..1) through epoch ``epoch`` (0-based).
+
+    ``step``: the base rate halved every ``step_epochs`` epochs (the paper's schedule).
+    ``cosine``: half a cosine from the base rate to 0 over the run, updated every step.
+    """
+    if config.schedule == "step":
+        return config.lr * 0.5 ** (epoch // config.step_epochs)
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * (epoch + progress) / config.epochs))
+
+
+def normalize_pixels(mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> (x / 255 - mean) / std`` on uint8 batches: the input of the float models."""
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        return (x.float() / 255.0 - m) / s
+
+    return apply
+
+
+def pixels_as_float(x: torch.Tensor) -> torch.Tensor:
+    """Pixel values 0..255 as float32: the input of a QANN (normalization is folded inside)."""
+    return x.float()
+
+
+class Trainer:
+    """Train ``model`` on ``train_loader``, evaluate on ``test_loader`` and checkpoint into ``out_dir``.
+
+    ``preprocess`` turns a uint8 batch into the model's input; ``meta`` (model name, dataset, ...)
+    is stored in every checkpoint next to the config and the training state. ``amp`` is ``None``,
+    ``"bf16"`` or ``"fp16"`` (CUDA only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        runtime: Runtime,
+        out_dir: Path,
+        *,
+        train_loader: DeviceLoader,
+        test_loader: DeviceLoader,
+        preprocess: Callable[[torch.Tensor], torch.Tensor],
+        meta: dict,
+        amp: str | None = None,
+        channels_last: bool = False,
+        progress: bool = True,
+    ):
+        if amp is not None:
+            if amp not in AMP_DTYPES:
+                raise RadixSNNError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+            if runtime.device.type != "cuda":
+                raise RadixSNNError("--amp needs a CUDA device (autocast is used on GPUs only)")
+        self.config = config
+        self.runtime = runtime
+        self.out_dir = Path(out_dir)
+        self.train_loader = train_loader
+        self.test_loader = test_loader
+        self.preprocess = preprocess
+        self.meta = meta
+        self.amp = amp
+        self.channels_last = channels_last
+        self.progress = progress and runtime.is_main
+        self.model = model.to(runtime.device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = self.model
+        if runtime.distributed:
+            device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        self.start_epoch = 0
+        self.history: list[dict] = []
+        self.best: dict | None = None
+
+    # ------------------------------------------------------------------ state
+    def restore(self, state: RunState) -> None:
+        """Continue from a checkpoint: model weights, optimizer state, epoch, history, best."""
+        self.model.load_state_dict(state.model_state)
+        if state.optimizer_state is None:
+            raise RadixSNNError("the checkpoint holds no optimizer state (a best.* file?): resume from last.*")
+        self.optimizer.load_state_dict(state.optimizer_state)
+        if self.scaler is not None and state.meta.get("scaler"):
+            self.scaler.load_state_dict(state.meta["scaler"])
+        self.start_epoch = int(state.meta["epoch"])
+        self.history = list(state.meta.get("history", []))
+        self.best = state.meta.get("best")
+
+    def _meta(self, epoch: int) -> dict:
+        return {
+            **self.meta,
+            "code": code_version(),
+            "epoch": epoch,
+            "epochs": self.config.epochs,
+            "metrics": self.history[-1] if self.history else None,
+            "history": self.history,
+            "best": self.best,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+        }
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        if not self.runtime.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        meta = self._meta(epoch)
+        model_state = self.model.state_dict()
+        save_run(self.out_dir / "last", model_state, meta, self.optimizer.state_dict())
+        if improved:
+            save_run(self.out_dir / "best", model_state, meta, None)
+        lines = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.history)
+        write_text_atomic(self.out_dir / "metrics.jsonl", lines)
+
+    # ------------------------------------------------------------------ loop
+    def fit(self) -> dict | None:
+        """Run the remaining epochs; returns the last epoch's metrics (``None`` if none ran)."""
+        for epoch in range(self.start_epoch, self.config.epochs):
+            start = time.perf_counter()
+            train = self.train_epoch(epoch)
+            test = self.evaluate()
+            metrics = {
+                "epoch": epoch + 1,
+                "lr": learning_rate(self.config, epoch),
+                **train,
+                **test,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+            self.history.append(metrics)
+            improved = self.best is None or metrics["test_acc"] > self.best["test_acc"]
+            if improved:
+                self.best = {"epoch": epoch + 1, "test_acc": metrics["test_acc"]}
+            self._save(epoch + 1, improved)
+            if self.runtime.is_main:
+                tqdm.write(
+                    f"epoch {epoch + 1}/{self.config.epochs}  lr {metrics['lr']:.4g}  "
+                    f"train loss {train['train_loss']:.4f} acc {train['train_acc']:.2f}%  "
+                    f"test loss {test['test_loss']:.4f} acc {test['test_acc']:.2f}%  ({metrics['seconds']:.1f} s)"
+                )
+        self.runtime.barrier()
+        return self.history[-1] if self.history else None
+
+    def _autocast(self):
+        if self.amp is None:
+            return nullcontext()
+        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[self.amp])
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.preprocess(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over this rank's shard; returns the mean loss and accuracy over all ranks."""
+        torch.manual_seed(derive_seed(self.config.seed, "epoch", epoch, self.runtime.rank))
+        self.train_loader.set_epoch(epoch)
+        self.net.train()
+        steps = len(self.train_loader)
+        device = self.runtime.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        bar = tqdm(
+            self.train_loader, total=steps, desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            disable=not self.progress, leave=False, unit="batch",
+        )
+        for step, (images, labels) in enumerate(bar):
+            lr = learning_rate(self.config, epoch, step / steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            with self._autocast():
+                logits = self.net(self._inputs(images))
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self.optimizer.step()
+            n = labels.numel()
+            loss_sum += loss.detach().double() * n
+            correct += (logits.detach().argmax(1) == labels).sum()
+            seen += n
+            if self.progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
+        total_loss, total_correct, total = self.runtime.all_reduce_sum([loss_sum.item(), correct.item(), seen])
+        if not math.isfinite(total_loss):
+            raise RadixSNNError(f"training diverged in epoch {epoch + 1} (loss is {total_loss}); try a lower --lr")
+        return {"train_loss": total_loss / total, "train_acc": 100.0 * total_correct / total, "train_images": int(total)}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Loss and top-1 accuracy (%) on the test loader, summed over all ranks' shards."""
+        self.model.eval()
+        device = self.runtime.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        bar = tqdm(self.test_loader, desc="test", disable=not self.progress, leave=False, unit="batch")
+        for images, labels in bar:
+            with self._autocast():
+                logits = self.model(self._inputs(images)).float()
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+            correct += (logits.argmax(1) == labels).sum()
+            seen += labels.numel()
+        total_loss, total_correct, total = self.runtime.all_reduce_sum([loss_sum.item(), correct.item(), seen])
+        return {"test_loss": total_loss / total, "test_acc": 100.0 * total_correct / total, "test_images": int(total)}

@@ -1,0 +1,189 @@
+"""``radixsnn train``: every model trains, checkpoints are complete and atomic, resume is exact."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from radixsnn.checkpoint import load_weights
+from radixsnn.cli import main
+from radixsnn.models import create_model, list_models
+from radixsnn.training import TrainConfig, learning_rate, load_run, save_run
+from radixsnn.training.trainer import Trainer
+
+pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+
+# A tiny run on the offline digits data: 2 steps of 8 images per epoch, 16 test images.
+TINY = ["--dataset", "digits", "--batch-size", "8", "--train-subset", "16", "--test-subset", "16", "--no-progress"]
+
+
+def train(out: Path, *extra: str) -> int:
+    return main(["train", "--out", str(out), *TINY, *extra])
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def assert_same_tensors(a: Path, b: Path) -> None:
+    ta, tb = tensors(a), tensors(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+
+
+def history(out: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock field."""
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+
+# --------------------------------------------------------------------------- every model
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_trains_and_writes_a_complete_checkpoint(tmp_path, name):
+    out = tmp_path / name
+    assert train(out, "--model", name, "--epochs", "1", "--batch-size", "4", "--limit-batches", "1") == 0
+    assert {p.name for p in out.iterdir()} == {
+        "last.safetensors", "last.json", "best.safetensors", "best.json", "metrics.jsonl",
+    }
+    meta = json.loads((out / "last.json").read_text())
+    assert meta["model"] == name and meta["dataset"] == "digits" and meta["num_classes"] == 10
+    assert meta["kind"] == "float" and meta["epoch"] == 1 and meta["epochs"] == 1
+    assert meta["code"]["radixsnn"] and meta["config"]["lr"] == 0.1 and meta["config"]["batch_size"] == 4
+    assert meta["metrics"]["train_images"] == 4 and meta["metrics"]["test_images"] == 16
+    assert meta == json.loads((out / "best.json").read_text()) | {"optimizer": meta["optimizer"]}
+    # The run's weights load as a plain float checkpoint; they moved away from the seeded initial weights.
+    torch.manual_seed(0)
+    initial = create_model(name, 10).state_dict()
+    trained = load_weights(create_model(name, 10), out / "last.safetensors").state_dict()
+    assert any(not torch.equal(initial[k], trained[k]) for k in initial if initial[k].is_floating_point())
+
+
+# --------------------------------------------------------------------------- resume
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    args = ["--model", "resnet20", "--epochs", "3", "--schedule", "cosine", "--seed", "7"]
+    assert train(tmp_path / "straight", *args) == 0
+
+    original = Trainer.train_epoch
+
+    def stop_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+    assert train(tmp_path / "stopped", *args) == 130
+    assert json.loads((tmp_path / "stopped" / "last.json").read_text())["epoch"] == 1
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert main(["train", "--out", str(tmp_path / "stopped"), "--resume", "--no-progress"]) == 0
+
+    assert_same_tensors(tmp_path / "straight" / "last.safetensors", tmp_path / "stopped" / "last.safetensors")
+    assert history(tmp_path / "straight") == history(tmp_path / "stopped")
+    assert len(history(tmp_path / "stopped")) == 3
+
+
+def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
+    args = ["--model", "resnet20", "--epochs", "6", "--schedule", "cosine", "--seed", "3"]
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "radixsnn", "train", "--out", str(out), *TINY, *args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        while not (out / "last.json").exists() and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    done = load_run(out / "last").meta["epoch"]  # the checkpoint on disk is whole
+    assert 1 <= done < 6
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert train(tmp_path / "straight", *args) == 0
+    assert_same_tensors(tmp_path / "straight" / "last.safetensors", out / "last.safetensors")
+    assert history(tmp_path / "straight") == history(out)
+
+
+def test_resume_extends_a_finished_run_and_keeps_best_consistent(tmp_path):
+    out = tmp_path / "run"
+    assert train(out, "--model", "resnet20", "--epochs", "1") == 0
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    metrics = history(out)
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    best = json.loads((out / "best.json").read_text())["best"]
+    accs = [m["test_acc"] for m in metrics]
+    assert best["test_acc"] == max(accs) and best["epoch"] == accs.index(max(accs)) + 1
+
+
+def test_resume_rejects_a_changed_option(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, "--model", "resnet20", "--epochs", "1", "--limit-batches", "1") == 0
+    assert main(["train", "--out", str(out), "--resume", "--lr", "0.5"]) == 2
+    assert "--lr 0.5 differs from the resumed run's 0.1" in capsys.readouterr().err
+
+
+def test_existing_run_needs_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train(out, "--model", "resnet20", "--epochs", "1", "--limit-batches", "1") == 0
+    assert train(out, "--model", "resnet20", "--epochs", "1") == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- options
+def test_amp_and_unknown_devices_give_clear_errors(tmp_path, capsys):
+    base = ["--model", "resnet20", "--epochs", "1", "--limit-batches", "1"]
+    assert train(tmp_path / "a", *base, "--device", "cpu", "--amp") == 2
+    assert "--amp needs a CUDA device" in capsys.readouterr().err
+    assert train(tmp_path / "b", *base, "--device", "tpu") == 2
+    assert "--device 'tpu'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert train(tmp_path / "c", *base, "--device", "cuda") == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert train(tmp_path / "d", "--epochs", "1") == 2
+    assert "--model is required" in capsys.readouterr().err
+    assert train(tmp_path / "e", *base, "--lr", "-1") == 2
+    assert "--lr must be positive" in capsys.readouterr().err
+
+
+def test_step_schedule_halves_every_step_epochs():
+    config = TrainConfig(epochs=100, lr=0.1, schedule="step", step_epochs=30)
+    assert [learning_rate(config, e, 0.5) for e in (0, 29, 30, 59, 60, 90)] == [0.1, 0.1, 0.05, 0.05, 0.025, 0.0125]
+
+
+def test_cosine_schedule_runs_from_the_base_rate_to_zero():
+    config = TrainConfig(epochs=4, lr=0.2, schedule="cosine")
+    assert learning_rate(config, 0, 0.0) == 0.2
+    assert learning_rate(config, 2, 0.0) == pytest.approx(0.1, abs=1e-15)
+    assert learning_rate(config, 3, 1.0) == pytest.approx(0.0, abs=1e-15)
+    rates = [learning_rate(config, e, s / 10) for e in range(4) for s in range(10)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_run_checkpoint_round_trip_is_exact(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    save_run(tmp_path / "ck", model.state_dict(), {"kind": "float", "epoch": 5, "x": [1.5, None]}, opt.state_dict())
+    state = load_run(tmp_path / "ck.json")
+    assert state.meta["epoch"] == 5 and state.meta["x"] == [1.5, None]
+    assert all(torch.equal(state.model_state[k], v) for k, v in model.state_dict().items())
+    fresh = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.3, momentum=0.9)
+    fresh.load_state_dict(state.optimizer_state)
+    want, got = opt.state_dict(), fresh.state_dict()
+    assert got["param_groups"] == want["param_groups"]
+    for i, entry in want["state"].items():
+        assert torch.equal(got["state"][i]["momentum_buffer"], entry["momentum_buffer"])
+    assert not list(tmp_path.glob("*.tmp"))
+    assert math.isclose(json.loads((tmp_path / "ck.json").read_text())["optimizer"]["param_groups"][0]["lr"], 0.1)
