@@ -8,4 +8,6 @@ COMMANDS = [
     "convert",
     "evaluate",
     "train",
+    "rmse",
+    "rate",
 ]
