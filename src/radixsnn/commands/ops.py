@@ -1,0 +1,102 @@
+"""``radixsnn ops``: MACs per layer, SNN and ANN operation counts, normalized latency and energy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from radixsnn.cost import (
+    ANN_OPS_PER_MAC,
+    DATASET_CLASSES,
+    HOROWITZ_45NM_PJ,
+    REFERENCE_MODEL,
+    model_cost,
+    num_classes,
+    reference_operations,
+)
+from radixsnn.errors import RadixSNNError
+from radixsnn.macs import count_macs
+from radixsnn.models import create_model, list_models
+from radixsnn.report import format_count
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ops",
+        help="count MACs, SNN/ANN operations, latency and energy of a model (paper Tables 2-3)",
+        description="Count a model's multiply-accumulates per layer and turn them into the paper's cost "
+        "columns: SNN operations (Eq. 24, MACs x T), ANN effective operations (66 x MACs), latency "
+        "normalized to the VGG-16 ANN, and energy per image with Horowitz 45 nm figures.",
+    )
+    p.add_argument("--model", required=True, help=f"architecture: {', '.join(list_models())}")
+    p.add_argument("--time-steps", "-T", type=int, required=True, help="time steps T of the radix SNN")
+    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASET_CLASSES), help="sets the number of classes (default cifar10)")
+    p.add_argument("--layers", default="all", choices=("all", "conv"),
+                   help="count all conv/linear layers (default) or the convolutions only")
+    p.add_argument("--summary", action="store_true", help="print the totals only, not the per-layer table")
+    p.add_argument("--json", metavar="OUT", help="also write the counts to this JSON file")
+    p.set_defaults(func=run)
+
+
+def _mj(joules: float) -> str:
+    return f"{joules * 1e3:.4g} mJ"
+
+
+def run(args) -> int:
+    if args.model not in list_models():
+        raise RadixSNNError(f"unknown model {args.model!r}; choose one of: {', '.join(list_models())}")
+    if args.time_steps < 1:
+        raise RadixSNNError(f"--time-steps must be at least 1, got {args.time_steps}")
+    classes = num_classes(args.dataset)
+    counted = count_macs(create_model(args.model, classes))
+    layers = [layer for layer in counted.layers if args.layers == "all" or layer.kind == "conv"]
+    cost = model_cost(args.model, args.time_steps, args.dataset, args.layers)
+    T = args.time_steps
+
+    print(f"{args.model} on {args.dataset} ({classes} classes), 3x32x32 input, T = {T}"
+          + ("" if args.layers == "all" else ", convolutions only"))
+    if not args.summary:
+        print()
+        print(f"{'layer':<28} {'kind':<6} {'fan-in':>7} {'neurons':>8} {'MACs':>10} {'synapses':>10} {'SNN ops':>10}")
+        for layer in layers:
+            print(f"{layer.name:<28} {layer.kind:<6} {layer.fan_in:>7} {layer.neurons:>8} {format_count(layer.macs):>10} "
+                  f"{format_count(layer.synapses):>10} {format_count(layer.macs * T):>10}")
+        print()
+    synapses = sum(layer.synapses for layer in layers)
+    print(f"MACs per image                       {format_count(cost.macs)}  ({format_count(synapses)} synapses without padding taps)")
+    print(f"SNN operations (Eq. 24, MACs x {T:<3})   {format_count(cost.snn_ops)}  latency {cost.snn_latency:.4f}")
+    print(f"ANN effective operations ({ANN_OPS_PER_MAC} x MACs) {format_count(cost.ann_ops)}  latency {cost.ann_latency:.4f}")
+    print(f"latency 1.00 = {REFERENCE_MODEL} ANN on {args.dataset}: {format_count(reference_operations(args.dataset))} operations")
+    print("energy per image (Horowitz 2014, 45 nm):")
+    print(f"  ANN, fp32 MAC {HOROWITZ_45NM_PJ['fp32_mac']} pJ                   {_mj(cost.ann_energy_j)}")
+    print(f"  SNN, every synapse spiking each step, int32 add {HOROWITZ_45NM_PJ['int32_add']} pJ  {_mj(cost.snn_energy_j_int32)}")
+    print(f"  SNN, every synapse spiking each step, int8 add {HOROWITZ_45NM_PJ['int8_add']} pJ  {_mj(cost.snn_energy_j_int8)}")
+
+    if args.json:
+        record = {
+            "model": args.model,
+            "dataset": args.dataset,
+            "num_classes": classes,
+            "time_steps": T,
+            "layers_counted": args.layers,
+            "macs": cost.macs,
+            "synapses": synapses,
+            "snn_ops": cost.snn_ops,
+            "ann_ops": cost.ann_ops,
+            "ann_ops_per_mac": ANN_OPS_PER_MAC,
+            "latency": cost.snn_latency,
+            "ann_latency": cost.ann_latency,
+            "reference": {"model": REFERENCE_MODEL, "ann_ops": reference_operations(args.dataset)},
+            "energy_j": {
+                "ann_fp32": cost.ann_energy_j,
+                "snn_int32_add": cost.snn_energy_j_int32,
+                "snn_int8_add": cost.snn_energy_j_int8,
+            },
+            "energy_pj_per_op": dict(HOROWITZ_45NM_PJ),
+            "per_layer": [layer.as_dict() | {"snn_ops": layer.macs * T} for layer in layers],
+        }
+        try:
+            Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as exc:
+            raise RadixSNNError(f"cannot write {args.json}: {exc.strerror}") from None
+        print(f"wrote {args.json}")
+    return 0

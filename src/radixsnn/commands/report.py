@@ -1,0 +1,34 @@
+"""``radixsnn report``: the paper's Tables 2 and 3 in Markdown with our numbers beside them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from radixsnn.errors import RadixSNNError
+from radixsnn.report import report_markdown
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="Markdown Tables 2 and 3: the paper's numbers beside ours",
+        description="Write the paper's Tables 2 and 3 as Markdown with our cells beside the paper's: cost "
+        "columns computed from the model zoo, accuracy columns from result files (the JSON of "
+        "`radixsnn evaluate --json` or `radixsnn finetune`), blank for rows not run.",
+    )
+    p.add_argument("results", nargs="*", metavar="RESULTS.json",
+                   help="result files with accuracy, time_steps, model and dataset (none: cost columns only)")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the Markdown here instead of printing it")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    text = report_markdown(args.results)
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            raise RadixSNNError(f"cannot write {args.output}: {exc.strerror}") from None
+        print(f"wrote {args.output}")
+    else:
+        print(text, end="")
+    return 0
