@@ -10,4 +10,7 @@ COMMANDS = [
     "train",
     "rmse",
     "rate",
+    "ops",
+    "report",
+    "reproduce",
 ]
