@@ -106,7 +106,10 @@ def trace_graph(model: nn.Module, input_shape=(3, 32, 32), mean=MEAN, std=STD):
         gm = fx.symbolic_trace(model)
     except Exception as exc:
         raise ConversionError(f"torch.fx cannot trace the model: {str(exc).splitlines()[0]}") from None
-    ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+    try:
+        ShapeProp(gm).propagate(torch.zeros(1, *input_shape))
+    except Exception as exc:
+        raise ConversionError(f"the model fails on an input of shape {tuple(input_shape)}: {str(exc).splitlines()[0]}") from None
     return _Builder(gm, list(input_shape), mean, std).run()
 
 

@@ -134,8 +134,8 @@ def spike_maxpool(trains: torch.Tensor, kernel, stride, padding) -> torch.Tensor
     out = [None] * T
     for t in reversed(range(T)):
         bits = cols[t] & candidates
-        fired = bits.any(dim=3)
-        candidates = torch.where(fired.unsqueeze(3), bits, candidates)
+        fired = bits.any(dim=2)
+        candidates = torch.where(fired.unsqueeze(2), bits, candidates)
         out[t] = fired
     ho = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
     wo = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1

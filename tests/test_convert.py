@@ -1,0 +1,228 @@
+"""One small network per supported operation: the converted graph reproduces the float model, and the
+spike engine, the integer engine and the QANN give identical integer logits."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from radixsnn.convert import ConversionError, build_qann
+from radixsnn.engines import run_integer, run_spikes, spike_maxpool
+from radixsnn.coding import radix_decode, radix_encode
+from radixsnn.evaluation import normalize
+from radixsnn.models.resnet_cifar import OptionAShortcut
+
+
+def cbr(cin, cout, **kw):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False, **kw), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Head(nn.Module):
+    def __init__(self, c, n=5):
+        super().__init__()
+        self.fc = nn.Linear(c, n)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class Residual(nn.Module):
+    """Identity and option-A shortcuts, functional ReLU, ``+=``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16)
+        self.down = OptionAShortcut(4)
+        self.head = Head(16)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.b1(self.c1(x))
+        y += x
+        x = F.relu(y)
+        y = self.b2(self.c2(x)) + self.down(x)
+        return self.head(torch.relu(y))
+
+
+class ProjectionShortcut(nn.Module):
+    """ResNet-18 style 1x1 conv + BN shortcut, view-based flatten, avg_pool2d, method relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = cbr(3, 8)
+        self.conv = nn.Conv2d(8, 12, 3, stride=2, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(12)
+        self.short = nn.Sequential(nn.Conv2d(8, 12, 1, stride=2, bias=False), nn.BatchNorm2d(12))
+        self.fc = nn.Linear(12 * 2 * 2, 5)  # avg_pool2d(4) of 8x8 is not global: a pooling neuron layer
+
+    def forward(self, x):
+        x = self.stem(x)
+        out = (self.bn(self.conv(x)) + self.short(x)).relu()
+        out = F.avg_pool2d(out, 4)
+        return self.fc(out.view(out.size(0), -1))
+
+
+class VGGLike(nn.Module):
+    """MaxPool (module and functional), Flatten, Dropout, hidden Linear + BatchNorm1d + ReLU."""
+
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(cbr(3, 8), nn.MaxPool2d(2), cbr(8, 8))
+        self.cls = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(8 * 4 * 4, 16), nn.BatchNorm1d(16),
+                                 nn.ReLU(inplace=True), nn.Linear(16, 5))
+
+    def forward(self, x):
+        x = F.max_pool2d(self.f(x), kernel_size=2, stride=2)
+        return self.cls(x)
+
+
+class Depthwise(nn.Module):
+    """MobileNet-style depthwise + pointwise, strided conv with bias, AvgPool2d inside, AdaptiveAvgPool2d."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.dw = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.pw = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
+        self.grouped = nn.Sequential(nn.Conv2d(16, 16, 3, padding=2, dilation=2, groups=4), nn.ReLU())
+        self.pool = nn.AvgPool2d(2)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.grouped(self.pw(self.dw(self.stem(x))))
+        return self.fc(torch.flatten(self.gap(self.pool(x)), 1))
+
+
+MODELS = {"residual": Residual, "projection": ProjectionShortcut, "vgg_like": VGGLike, "depthwise": Depthwise}
+
+
+def randomize_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+    return model.eval()
+
+
+def images(n, seed=0, size=16):
+    return torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_float_graph_reproduces_model(name):
+    torch.manual_seed(1)
+    model = randomize_bn(MODELS[name]())
+    x = images(8)
+    qann = build_qann(model, 4, input_shape=(3, 16, 16))
+    with torch.no_grad():
+        assert torch.allclose(qann.float_forward(x), model(normalize(x)), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("T,input_bits,act_scale", [(1, 8, "layer"), (3, 8, "channel"), (6, 4, "layer"), (8, 8, "channel")])
+def test_engines_equal_qann(name, T, input_bits, act_scale):
+    torch.manual_seed(2)
+    model = randomize_bn(MODELS[name]())
+    qann = build_qann(model, T, input_bits=input_bits, act_scale=act_scale, input_shape=(3, 16, 16))
+    qann.calibrate(images(32, seed=1), progress=False)
+    snn = qann.to_snn()
+    x = images(16, seed=3)
+    expected = qann.integer_logits(x)
+    assert torch.equal(run_integer(snn, x).logits, expected)
+    spikes = run_spikes(snn, x)
+    assert torch.equal(spikes.logits, expected)
+    assert spikes.spikes["input"] > 0
+
+
+def test_qann_float32_training_forward_matches_exact():
+    torch.manual_seed(3)
+    model = randomize_bn(Residual())
+    qann = build_qann(model, 4, input_shape=(3, 16, 16))
+    qann.calibrate(images(32), progress=False)
+    qann.eval()
+    x = images(16, seed=5)
+    _, _, _, delta = qann.layer_integers(qann.graph.output)
+    with torch.no_grad():
+        assert torch.allclose(qann(x).double(), qann.integer_logits(x).double() * delta, rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_reach_weights_and_scales():
+    torch.manual_seed(4)
+    qann = build_qann(randomize_bn(Residual()), 3, input_shape=(3, 16, 16))
+    qann.calibrate(images(16), progress=False)
+    qann.train()
+    loss = F.cross_entropy(qann(images(8)), torch.arange(8) % 5)
+    loss.backward()
+    for p in list(qann.weights.values()) + list(qann.scales.values()):
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert any(p.grad.abs().sum() > 0 for p in qann.scales.values())
+
+
+def test_conversion_does_not_mutate_the_model():
+    model = randomize_bn(VGGLike())
+    before = copy.deepcopy(model.state_dict())
+    model.train()
+    build_qann(model, 4, input_shape=(3, 16, 16)).calibrate(images(8), progress=False)
+    assert model.training
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_zero_padding_means_normalized_zero():
+    """A black border pixel and a padded pixel differ; the first layer's bias map keeps that apart."""
+    model = randomize_bn(nn.Sequential(cbr(3, 4), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)))
+    qann = build_qann(model, 8, input_shape=(3, 8, 8))
+    qann.calibrate(images(64, size=8), progress=False)
+    snn = qann.to_snn()
+    bias = snn.biases[snn.graph.nodes[1].name]
+    assert bias.shape == (4, 8, 8)
+    assert not torch.equal(bias[:, 0, 0], bias[:, 4, 4])  # corners see fewer in-image taps
+    assert torch.equal(bias[:, 3, 3], bias[:, 4, 4])
+
+
+class Unsupported(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(torch.sigmoid(self.conv(x)).mean((2, 3)))
+
+
+class ConvAfterConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3)
+        self.b = nn.Conv2d(4, 4, 3)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(F.adaptive_avg_pool2d(F.relu(self.b(self.a(x))), 1).flatten(1))
+
+
+@pytest.mark.parametrize("model,words", [(Unsupported(), ["sigmoid", "node"]), (ConvAfterConv(), ["Conv2d", "b", "ReLU"]),
+                                         (nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU()), ["GELU", "node"])])
+def test_unsupported_operations_are_named(model, words):
+    with pytest.raises(ConversionError) as err:
+        build_qann(model, 4, input_shape=(3, 16, 16))
+    for w in words:
+        assert w in str(err.value)
+
+
+def test_spike_maxpool_is_exact_on_trains():
+    g = torch.Generator().manual_seed(0)
+    for T in (1, 3, 8):
+        q = torch.randint(0, 1 << T, (2, 3, 7, 7), generator=g)
+        trains = radix_encode(q, T, dtype=torch.float32)
+        for k, s, p in [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 3), (1, 1), (1, 1))]:
+            out = spike_maxpool(trains, k, s, p)
+            assert torch.equal(radix_decode(out), F.max_pool2d(q.double(), k, s, p).long())

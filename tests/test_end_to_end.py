@@ -1,0 +1,69 @@
+"""Real CIFAR-10 images through the pretrained ResNet-20: the spike engine, the integer engine and the
+QANN agree bit for bit, and post-training accuracy stays close to the float model's."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from radixsnn.checkpoint import load_weights
+from radixsnn.convert import build_qann
+from radixsnn.data import load_cifar
+from radixsnn.evaluation import evaluate_snn, normalize
+from radixsnn.models import create_model
+
+IMAGES = 2000
+
+
+@pytest.fixture(scope="module")
+def resnet20(resnet20_weights):
+    return load_weights(create_model("resnet20"), resnet20_weights).eval()
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar10_dir):
+    train, _ = load_cifar("cifar10", cifar10_dir, train=True)
+    test, labels = load_cifar("cifar10", cifar10_dir, train=False)
+    calib = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:512]]
+    return calib, test[:IMAGES], labels[:IMAGES]
+
+
+@pytest.mark.slow
+def test_resnet20_spikes_integer_and_qann_agree_exactly(resnet20, cifar):
+    calib, images, labels = cifar
+    qann = build_qann(resnet20, 4)
+    qann.calibrate(calib, progress=False)
+    snn = qann.to_snn()
+    spikes = evaluate_snn(snn, images, labels, "spikes", qann=qann, float_model=resnet20, progress=False)
+    integer = evaluate_snn(snn, images, labels, "integer", qann=qann, progress=False)
+    assert spikes["images"] == IMAGES
+    assert spikes["agreement"] == 1.0 and integer["agreement"] == 1.0
+    assert spikes["accuracy"] == integer["accuracy"] == spikes["qann_accuracy"]
+    assert spikes["fp_accuracy"] > 0.9
+    assert spikes["accuracy"] > spikes["fp_accuracy"] - 0.015  # post-training T = 4
+    assert spikes["spikes_per_image"] > 0
+    assert 4 * 40e6 < spikes["ops"] < 4 * 42e6  # Eq. 24: T x the ~41 M MACs of ResNet-20
+    # float-mode graph equals the float model on real images
+    with torch.no_grad():
+        assert torch.allclose(qann.float_forward(images[:100]), resnet20(normalize(images[:100])), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_convert_and_evaluate_commands(tmp_path, resnet20_weights, cifar10_dir):
+    out = tmp_path / "r20.snn"
+    proc = subprocess.run([sys.executable, "-m", "radixsnn", "convert", "--model", "resnet20", "--weights",
+                           str(resnet20_weights), "-T", "3", "--data-dir", str(cifar10_dir), "--calib-images", "256",
+                           "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout
+    js = tmp_path / "o.json"
+    proc = subprocess.run([sys.executable, "-m", "radixsnn", "evaluate", str(out), "--data-dir", str(cifar10_dir),
+                           "--limit", "200", "--json", str(js)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(js.read_text())
+    for key in ("accuracy", "qann_accuracy", "fp_accuracy", "agreement", "images", "time_steps", "weight_bits",
+                "engine", "spikes", "ops", "seconds"):
+        assert key in res
+    assert res["agreement"] == 1.0 and res["images"] == 200 and res["time_steps"] == 3 and res["engine"] == "spikes"
+    assert res["fp_accuracy"] is not None and res["ops"] > 0 and res["spikes"] > 0
