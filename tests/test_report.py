@@ -4,10 +4,22 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from radixsnn.commands import ops, report, reproduce
 from radixsnn.errors import RadixSNNError
 from radixsnn.report import TABLE2, TABLE3, collect_results, read_results, report_markdown
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tests run single images through small networks: one thread is fastest, and extra
+    threads only contend with other work on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -149,3 +161,51 @@ def test_recipe_errors(tmp_path):
             reproduce.load_recipe(recipe(text))
     with pytest.raises(RadixSNNError, match="not found"):
         reproduce.load_recipe(tmp_path / "none.toml")
+
+
+def test_recipe_command_lines_parse_with_train_and_finetune():
+    """Every option a recipe passes on is one `radixsnn train` / `finetune` accept."""
+    from radixsnn.commands import finetune, train
+
+    parser = argparse.ArgumentParser(prog="radixsnn")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train.register(sub)
+    finetune.register(sub)
+    for path in sorted(CONFIGS.glob("*.toml")):
+        recipe = reproduce.load_recipe(path)
+        train_args, finetune_args = (parser.parse_args(argv) for argv in recipe.commands())
+        assert (train_args.model, train_args.dataset, train_args.epochs) == (recipe.model, recipe.dataset, recipe.train["epochs"])
+        assert (finetune_args.time_steps, finetune_args.weight_bits) == (recipe.time_steps, recipe.weight_bits)
+        assert finetune_args.weights == str(recipe.float_dir / "best.safetensors")
+
+
+@pytest.mark.cifar
+def test_reproduce_runs_a_tiny_recipe(cifar100_dir, tmp_path, monkeypatch, capsys):
+    """A recipe cut down to a few images runs train + finetune and its eval.json lands in Table 3."""
+    monkeypatch.setenv("RADIXSNN_DATA_DIR", str(cifar100_dir))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    small = "epochs = 1\nbatch_size = 16\ntrain_subset = 32\ntest_subset = 16\ndevice = 'cpu'\nno_progress = true\n"
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        '[row]\ntable = 3\nmodel = "resnet44"\ndataset = "cifar100"\ntime_steps = 8\nweight_bits = 8\n'
+        f"[train]\n{small}[finetune]\n{small}calib_images = 16\neval_images = 8\n"
+    )
+    assert run_cli(["reproduce", str(path), "--out", str(tmp_path / "run")]) == 0
+    result = tmp_path / "run" / "t8" / "eval.json"
+    data = json.loads(result.read_text())
+    assert (data["model"], data["dataset"], data["time_steps"], data["images"]) == ("resnet44", "cifar100", 8, 8)
+    text = report_markdown([result])
+    cells = _row_line(text, "**Table 3**", ["Radix Encoding (this work)", "ResNet-44"])
+    assert cells[5] == f"{100 * data['accuracy']:.1f}%"
+    # Running the recipe again resumes both finished runs instead of failing on existing output.
+    assert run_cli(["reproduce", str(path), "--out", str(tmp_path / "run")]) == 0
+
+
+def test_cost_check_lists_every_cell(capsys):
+    assert run_cli(["report", "--cost-check"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2 |") or line.startswith("| 3 |")]
+    assert len(lines) == 18 * 2 + 8 * 3
+    assert sum(line.endswith("| within 2 % |") for line in lines) == 48
+    assert sum(line.endswith("| at printed precision |") for line in lines) == 12
+    with pytest.raises(RadixSNNError):
+        run_cli(["report", "--cost-check", "x.json"])

@@ -9,10 +9,12 @@ is the dense upper bound; :func:`synaptic_ops` counts the operations a given set
 but the factor is pinned down by its own numbers: with the MAC counts of :mod:`radixsnn.macs`,
 36.7e9 / 555.4 M, 20.7e9 / 313.2 M and 3.07e9 / 46.35 M give 66.1, 66.1 and 66.2, and 66 is the
 only integer whose products round to the printed ResNet-18 and VGG-16 values (65 and 67 give
-20.4e9 and 21.0e9 for VGG-16). Why 66 is a hypothesis, not stated in the paper: with adder-only
-processing elements, an 8-bit x 8-bit multiplication done by shift-and-add is 8 x 8 = 64
-single-bit add steps, plus 2 for accumulating the product and the bias; none of the Horowitz
-(2014) 45 nm energy or area ratios between a MAC and an addition is close to 66.
+20.4e9 and 21.0e9 for VGG-16). Why 66 is not stated in the paper; our best explanation, a
+hypothesis: the ANN's MAC runs on the same adder-based processing elements as the SNN, and an
+8-bit x 8-bit multiplication done by shift-and-add counts as 8 x 8 = 64 bit-level additions, plus 2
+for accumulating the product. None of the Horowitz (2014) 45 nm energy ratios comes close (fp32 MAC
+/ int32 add = 46, fp32 MAC / int8 add = 153, int32 mult+add / int32 add = 32). The paper's "88 %
+less latency" of the T = 8 SNNs is 1 - 8/66.
 
 **Latency** is proportional to operations (same number of processing elements for ANN and SNN)
 and normalized to the VGG-16 ANN, whose latency is 1.00 by definition.

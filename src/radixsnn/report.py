@@ -306,6 +306,26 @@ def table3_markdown(results: dict) -> str:
     return "**Table 3**\n\n" + _table(header, lines) + "\n\n" + note
 
 
+def cost_check_markdown() -> str:
+    """Every cost cell of Tables 2 and 3: the paper's value, ours, the difference and how it matches."""
+    header = ["Table", "Row", "Dataset", "T", "Column", "Paper", "Ours", "Difference", "Match"]
+    lines = []
+    for row in TABLE2 + TABLE3:
+        cost = row_cost(row)
+        cells = [("#Ops", cost.operations, row.operations, _ops), ("Latency", cost.latency, row.latency, _lat)]
+        if row.speedup is not None:
+            cells.append(("Speedup", cost.speedup, row.speedup, lambda x: f"{x:.4g}"))
+        name = row.architecture if row.method == "radix" or row.is_ann else f"{row.label.split()[0]} {row.architecture}"
+        name += " ANN" if row.is_ann else ""
+        name += " (conv. only)" if row.layers == "conv" else ""
+        for column, ours, printed, fmt in cells:
+            err = relative_error(ours, printed)
+            how = "within 2 %" if abs(err) <= 0.02 else ("at printed precision" if matches(ours, printed) else "NO")
+            lines.append([str(row.table), name, DATASET_TITLES[row.dataset], "N/A" if row.is_ann else str(row.time_steps),
+                          column, printed, fmt(ours), f"{err:+.2%}", how])
+    return _table(header, lines) + "\n"
+
+
 def report_markdown(paths=()) -> str:
     """The full report: Tables 2 and 3 with the paper's cells beside ours."""
     results = collect_results(paths)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from radixsnn.errors import RadixSNNError
-from radixsnn.report import report_markdown
+from radixsnn.report import cost_check_markdown, report_markdown
 
 
 def register(subparsers) -> None:
@@ -17,12 +17,16 @@ def register(subparsers) -> None:
     )
     p.add_argument("results", nargs="*", metavar="RESULTS.json",
                    help="result files with accuracy, time_steps, model and dataset (none: cost columns only)")
+    p.add_argument("--cost-check", action="store_true",
+                   help="instead of the tables, list every cost cell: paper, ours, difference and how it matches")
     p.add_argument("--output", "-o", metavar="FILE", help="write the Markdown here instead of printing it")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    text = report_markdown(args.results)
+    if args.cost_check and args.results:
+        raise RadixSNNError("--cost-check takes no result files")
+    text = cost_check_markdown() if args.cost_check else report_markdown(args.results)
     if args.output:
         try:
             Path(args.output).write_text(text)
