@@ -1,0 +1,78 @@
+"""Engine speed on the pretrained-architecture ResNet-20, as ratios against the float model.
+
+Measures in one run, on the same images and threads:
+  * float32 forward of the float model (the baseline, time F),
+  * the spike engine at T = 4 and 8 (time S; ratio S / (T F): cost per simulated step vs one float pass),
+  * the integer engine at T = 4 and 8 (time I; ratio I / F).
+Weights are random (speed does not depend on them) unless --weights is given; images are random
+uint8 unless --data-dir is given. Each timing is the best of --repeats runs.
+
+    python benchmarks/engines.py [--images 512] [--batch-size 64] [--repeats 3] [--threads N]
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from radixsnn.checkpoint import load_weights
+from radixsnn.convert import build_qann
+from radixsnn.data import load_cifar
+from radixsnn.engines import run_integer, run_spikes
+from radixsnn.evaluation import normalize
+from radixsnn.models import create_model
+
+
+def best_time(fn, batches, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for xb in batches:
+            fn(xb)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet20")
+    ap.add_argument("--weights", default=None)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--time-steps", default="4,8")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model(args.model).eval()
+    if args.weights:
+        load_weights(model, args.weights)
+    if args.data_dir:
+        images = load_cifar("cifar10", args.data_dir, train=False)[0][: args.images]
+    else:
+        images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
+    batches = list(images.split(args.batch_size))
+    with torch.no_grad():
+        norm = [normalize(b) for b in batches]
+        f = best_time(model, norm, args.repeats)
+    print(f"# {args.model}, {len(images)} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    print(f"float32 forward: {f:.3f} s ({len(images) / f:.0f} img/s)")
+    print("| T | spike engine s | spikes / (T x float) | integer engine s | integer / float |")
+    print("|---|---|---|---|---|")
+    for T in [int(t) for t in args.time_steps.split(",")]:
+        qann = build_qann(model, T)
+        qann.calibrate(images[:256], progress=False)
+        snn = qann.to_snn()
+        s = best_time(lambda xb: run_spikes(snn, xb), batches, args.repeats)
+        i = best_time(lambda xb: run_integer(snn, xb), batches, args.repeats)
+        print(f"| {T} | {s:.3f} | {s / (T * f):.2f} | {i:.3f} | {i / f:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
