@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import http.server
 import io
-import os
 import pickle
 import tarfile
 import threading
@@ -170,12 +169,9 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
         load_cifar("cifar10", data_dir, coarse=True)
 
 
-def test_real_cifar100_coarse_labels_group_the_fine_ones():
-    root = os.environ.get("RADIXSNN_DATA_DIR")
-    if not root:
-        pytest.skip("RADIXSNN_DATA_DIR not set: real CIFAR-100 unavailable")
-    _, fine = load_cifar("cifar100", root, train=False)
-    _, coarse = load_cifar("cifar100", root, train=False, coarse=True)
+def test_real_cifar100_coarse_labels_group_the_fine_ones(cifar100_dir):
+    _, fine = load_cifar("cifar100", cifar100_dir, train=False)
+    _, coarse = load_cifar("cifar100", cifar100_dir, train=False, coarse=True)
     assert sorted(set(fine.tolist())) == list(range(100)) and sorted(set(coarse.tolist())) == list(range(20))
     pairs = set(zip(fine.tolist(), coarse.tolist()))
     assert len(pairs) == 100  # every fine class lies in exactly one superclass

@@ -8,6 +8,7 @@ COMMANDS = [
     "convert",
     "evaluate",
     "train",
+    "finetune",
     "rmse",
     "rate",
     "ops",

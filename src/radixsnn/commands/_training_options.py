@@ -39,15 +39,19 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
     parser.add_argument("--limit-batches", type=int, metavar="N", help="stop each epoch's training and evaluation after N batches (smoke tests)")
 
 
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """Options that change where and how a run executes, never what it computes (on the CPU)."""
+def add_runtime_options(parser: argparse.ArgumentParser, amp: bool = True) -> None:
+    """Options that change where and how a run executes, never what it computes (on the CPU).
+
+    ``amp=False`` leaves out ``--amp`` (quantized networks need exact float32 integer arithmetic).
+    """
     parser.add_argument("--out", required=True, help="output folder: checkpoints last.*/best.*, metrics.jsonl")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (a new run if there is none)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:INDEX (default auto)")
-    parser.add_argument(
-        "--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), default=None,
-        help="mixed precision on CUDA: autocast to bf16 (plain --amp) or fp16 with loss scaling",
-    )
+    if amp:
+        parser.add_argument(
+            "--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), default=None,
+            help="mixed precision on CUDA: autocast to bf16 (plain --amp) or fp16 with loss scaling",
+        )
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
     parser.add_argument("--download", action="store_true", help="download the official CIFAR archive if the data is missing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)")

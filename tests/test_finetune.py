@@ -1,0 +1,132 @@
+"""``radixsnn finetune``: QAT from a float checkpoint, exact resume, conversion and SNN evaluation."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from radixsnn.checkpoint import load_weights
+from radixsnn.cli import main
+from radixsnn.convert import build_qann
+from radixsnn.data import load_cifar
+from radixsnn.models import create_model, list_models
+from radixsnn.qann import QANN
+from radixsnn.snn import IntegerSNN
+from radixsnn.training import load_run
+from radixsnn.training.trainer import Trainer
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+def snn_of_checkpoint(path: Path) -> IntegerSNN:
+    """The SNN converted from the QANN stored in a finetune checkpoint."""
+    state = load_run(path)
+    qann = QANN.from_spec(state.meta["spec"])
+    qann.load_state_dict(state.model_state)
+    return qann.to_snn()
+
+
+def test_finetune_pretrained_resnet20_converts_and_matches_exactly(tmp_path, cifar10_dir, resnet20_weights):
+    out = tmp_path / "t3"
+    argv = [
+        "finetune", "--model", "resnet20", "--weights", str(resnet20_weights), "--time-steps", "3",
+        "--epochs", "1", "--batch-size", "32", "--train-subset", "64", "--test-subset", "32",
+        "--calib-images", "64", "--eval-images", "24", "--data-dir", str(cifar10_dir), "--out", str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["images"] == 24 and result["engine"] == "spikes" and result["time_steps"] == 3
+    assert result["agreement"] == 1.0 and result["accuracy"] == result["qann_accuracy"]
+    assert result["fp_accuracy"] is not None and result["spikes"] > 0
+    snn = IntegerSNN.load(out / "model.snn")
+    assert (snn.time_steps, snn.weight_bits) == (3, 8)
+    assert snn.metadata["how"] == "quantization-aware fine-tuning" and snn.metadata["model"] == "resnet20"
+    assert snn.equals(snn_of_checkpoint(out / "last"))
+    meta = json.loads((out / "last.json").read_text())
+    assert meta["kind"] == "qann" and meta["epoch"] == 1 and meta["config"]["lr"] == 1e-4
+    assert meta["config"]["schedule"] == "cosine" and meta["metrics"]["train_images"] == 64
+
+    # Fine-tuning moved the parameters away from the calibrated starting point (same calibration draw).
+    images, _ = load_cifar("cifar10", cifar10_dir, train=True)
+    start = build_qann(load_weights(create_model("resnet20"), resnet20_weights), 3)
+    start.calibrate(images[:64][torch.randperm(64, generator=torch.Generator().manual_seed(0))], progress=False)
+    tuned = load_run(out / "last").model_state
+    assert any(not torch.equal(v, tuned[k]) for k, v in start.state_dict().items())
+
+    # Resuming a finished, evaluated run does nothing more.
+    stamp = (out / "eval.json").stat().st_mtime_ns
+    assert main(argv + ["--resume"]) == 0
+    assert (out / "eval.json").stat().st_mtime_ns == stamp
+
+
+@pytest.fixture
+def digits_float(tmp_path) -> Path:
+    """A ResNet-20 trained for one tiny epoch on the digits data by ``radixsnn train``."""
+    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+    out = tmp_path / "float"
+    assert main([
+        "train", "--model", "resnet20", "--dataset", "digits", "--epochs", "1", "--batch-size", "16",
+        "--train-subset", "64", "--test-subset", "16", "--lr", "0.05", "--out", str(out), "--no-progress",
+    ]) == 0
+    return out / "best.safetensors"
+
+
+def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, monkeypatch):
+    common = [
+        "--model", "resnet20", "--dataset", "digits", "--weights", str(digits_float), "--time-steps", "2",
+        "--epochs", "2", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8",
+        "--calib-images", "16", "--eval-images", "8", "--no-progress", "--lr", "1e-3", "--seed", "4",
+    ]
+    assert main(["finetune", "--out", str(tmp_path / "straight"), *common]) == 0
+
+    original = Trainer.train_epoch
+
+    def stop_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+    assert main(["finetune", "--out", str(tmp_path / "stopped"), *common]) == 130
+    assert not (tmp_path / "stopped" / "model.snn").exists()
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert main(["finetune", "--out", str(tmp_path / "stopped"), "--resume", "--eval-images", "8", "--no-progress"]) == 0
+
+    a, b = tensors(tmp_path / "straight" / "last.safetensors"), tensors(tmp_path / "stopped" / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert IntegerSNN.load(tmp_path / "straight" / "model.snn").equals(IntegerSNN.load(tmp_path / "stopped" / "model.snn"))
+    for run in ("straight", "stopped"):
+        assert json.loads((tmp_path / run / "eval.json").read_text())["agreement"] == 1.0
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_finetunes_and_converts(tmp_path, name):
+    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+    float_dir, out = tmp_path / "float", tmp_path / "snn"
+    tiny = ["--dataset", "digits", "--epochs", "1", "--batch-size", "4", "--train-subset", "4", "--test-subset", "4", "--no-progress"]
+    assert main(["train", "--model", name, "--out", str(float_dir), *tiny]) == 0
+    assert main([
+        "finetune", "--model", name, "--weights", str(float_dir / "last.safetensors"), "--time-steps", "2",
+        "--calib-images", "4", "--eval-images", "2", "--out", str(out), *tiny,
+    ]) == 0
+    result = json.loads((out / "eval.json").read_text())
+    assert result["agreement"] == 1.0 and result["images"] == 2
+
+
+def test_finetune_option_errors(tmp_path, capsys):
+    assert main(["finetune", "--model", "resnet20", "--weights", "x.th", "--out", str(tmp_path / "a")]) == 2
+    assert "--time-steps is required" in capsys.readouterr().err
+    assert main([
+        "finetune", "--model", "resnet20", "--weights", str(tmp_path / "missing.th"), "--time-steps", "2",
+        "--dataset", "digits", "--train-subset", "8", "--out", str(tmp_path / "b"),
+    ]) == 2
+    assert "weights file not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # quantized networks train in float32 only
+        main(["finetune", "--amp", "--model", "resnet20", "--out", str(tmp_path / "c")])
