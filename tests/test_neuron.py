@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixsnn.neuron import neuron_output_value, radix_lif, radix_lif_step, radix_readout
+from radixsnn.neuron import neuron_output_value, radix_lif, radix_lif_fused, radix_lif_step, radix_readout
 
 
 def algorithm1(currents, bias, steps):
@@ -105,3 +105,18 @@ def test_readout_accumulates_radix_weighted_currents(data):
 def test_input_must_fit_the_window():
     with pytest.raises(ValueError):
         radix_lif(torch.zeros(9, 1, dtype=torch.int64), 0, 4, 4)
+
+
+@settings(max_examples=60, deadline=None)
+@given(T=st.integers(1, 10), dT=st.integers(0, 12), data=st.data())
+def test_fused_cpu_loop_equals_the_reference(T, dT, data):
+    steps_in = data.draw(st.integers(1, min(T + dT, 10)))
+    n, c, h = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31)))
+    cur = torch.randint(-600, 600, (steps_in, n, c, h, h), generator=g).float()
+    bias = torch.randint(-5000, 5000, (c, 1, 1), generator=g)
+    fused = radix_lif_fused(cur, bias, T, dT)
+    assert fused is not None  # numba is a dependency
+    ref, _ = radix_lif(cur, bias, T, dT)
+    assert torch.equal(fused[0], ref.float())
+    assert torch.equal(fused[1], ref.long().sum((0, 1)))

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from radixsnn.coding import radix_encode
 from radixsnn.graph import synapse
-from radixsnn.neuron import radix_lif, radix_readout
+from radixsnn.neuron import radix_lif, radix_lif_fused, radix_readout
 from radixsnn.snn import IntegerSNN
 
 ENGINES = ("spikes", "integer")
@@ -142,8 +142,27 @@ def spike_maxpool(trains: torch.Tensor, kernel, stride, padding) -> torch.Tensor
     return torch.stack(out).view(T, N, C, ho, wo).to(torch.float32)
 
 
+# Images per spike-engine chunk x train length: the time-batched convolutions stay cache-friendly.
+_STEP_BATCH = 128
+
+
 @torch.no_grad()
-def run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
+def run_spikes(snn: IntegerSNN, images: torch.Tensor, chunk: int | None = None) -> EngineResult:
+    """Simulate ``images`` in chunks of ``chunk`` images (default: 128 image-steps per convolution)."""
+    chunk = chunk or max(1, _STEP_BATCH // max(snn.time_steps, snn.input_bits))
+    result = EngineResult(logits=torch.empty(0))
+    logits = []
+    for part in images.split(chunk):
+        res = _run_spikes(snn, part)
+        logits.append(res.logits)
+        for k, v in res.spikes.items():
+            result.spikes[k] = result.spikes.get(k, 0) + v
+            result.spike_maps[k] = result.spike_maps[k] + res.spike_maps[k] if k in result.spike_maps else res.spike_maps[k]
+    result.logits = torch.cat(logits)
+    return result
+
+
+def _run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
     device = images.device
     trains = {"input": radix_encode(input_integers(snn, images), snn.input_bits, dtype=torch.float32)}
     result = EngineResult(logits=torch.empty(0))
@@ -157,6 +176,13 @@ def run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
             if node.kind == "output":
                 result.logits = radix_readout(currents.to(torch.int64), _bias(snn, node, device))
                 return result
+            fused = radix_lif_fused(currents, _bias(snn, node, device), snn.time_steps, snn.delta_t[node.name])
+            if fused is not None:
+                out, per_neuron = fused
+                trains[node.name] = out
+                result.spike_maps[node.name] = per_neuron.double()
+                result.spikes[node.name] = int(per_neuron.sum())
+                continue
             out, _ = radix_lif(currents, _bias(snn, node, device), snn.time_steps, snn.delta_t[node.name],
                                state_dtype=_state_dtype(snn, node), out_dtype=torch.float32)
         trains[node.name] = out.to(torch.float32)

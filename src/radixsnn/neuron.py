@@ -100,3 +100,68 @@ def radix_readout(currents: torch.Tensor, bias: torch.Tensor | int) -> torch.Ten
 def neuron_output_value(x: torch.Tensor, time_steps: int, delta_t: int) -> torch.Tensor:
     """What a rectifying radix neuron's train carries for integer sum ``x``: ``clamp(floor(x/2^dT), 0, 2^T-1)``."""
     return torch.clamp(torch.div(x, 1 << delta_t, rounding_mode="floor"), 0, (1 << time_steps) - 1)
+
+
+def radix_lif_fused(
+    currents: torch.Tensor,
+    bias: torch.Tensor,
+    time_steps: int,
+    delta_t: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`radix_lif` (rectifying) as one compiled CPU loop per neuron, plus spikes per neuron.
+
+    The same recurrence, step by step, with the state held in a register instead of a tensor pass per
+    step. Returns ``(trains float32 (T, N, ...), spikes per neuron summed over steps and images)``,
+    or ``None`` when numba is not installed or the tensors are not on the CPU (callers then use
+    :func:`radix_lif`).
+    """
+    kernel = _fused_kernel()
+    if kernel is None or currents.device.type != "cpu":
+        return None
+    steps_in, n = currents.shape[0], currents.shape[1]
+    per_image = currents[0, 0].numel()
+    cur = currents.reshape(steps_in, n, per_image).to(torch.float32).contiguous()
+    b = torch.as_tensor(bias).to(torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
+    out = torch.empty((time_steps, n, per_image), dtype=torch.float32)
+    counts = torch.zeros((n, per_image), dtype=torch.int64)
+    kernel(cur.numpy(), b.numpy(), out.numpy(), counts.numpy(), time_steps, delta_t)
+    return out.view(time_steps, *currents.shape[1:]), counts.sum(0).view(currents.shape[2:])
+
+
+_KERNEL = []
+
+
+def _fused_kernel():
+    if not _KERNEL:
+        try:
+            import numba
+            import numpy as np
+        except ImportError:
+            _KERNEL.append(None)
+            return None
+
+        @numba.njit(parallel=True, cache=True, nogil=True)
+        def kernel(cur, bias, out, counts, time_steps, delta_t):  # pragma: no cover - compiled
+            steps_in, n, per_image = cur.shape
+            for i in numba.prange(n):  # images in parallel; neurons of an image in SIMD lanes
+                v = bias.copy()
+                for t in range(time_steps + delta_t):
+                    if t < steps_in:
+                        for j in range(per_image):
+                            v[j] += np.int64(cur[t, i, j])  # integration
+                    if t >= delta_t:
+                        for j in range(per_image):
+                            out[t - delta_t, i, j] = v[j] & 1  # fire on the least significant bit
+                    for j in range(per_image):
+                        v[j] >>= 1  # subtract the spike and leak by 1/2
+                for j in range(per_image):
+                    if v[j] != 0:  # rectify (v < 0) or saturate (v > 0) at the end of the window
+                        fill = 1.0 if v[j] > 0 else 0.0
+                        for t in range(time_steps):
+                            out[t, i, j] = fill
+                for t in range(time_steps):
+                    for j in range(per_image):
+                        counts[i, j] += np.int64(out[t, i, j])
+
+        _KERNEL.append(kernel)
+    return _KERNEL[0]
