@@ -227,8 +227,9 @@ class RateSNN:
         """Simulate one batch to ``max(checkpoints)`` steps.
 
         Returns ``(logits, activity)``: for every checkpoint ``T``, the mean output current over the
-        first ``T`` steps (batch x classes) and the batch totals ``spikes``, ``synaptic_ops`` and
-        ``input_macs``.
+        first ``T`` steps (batch x classes), the batch totals ``spikes``, ``synaptic_ops`` and
+        ``input_macs``, and ``seconds``, the simulation time of the first ``T`` steps (without the
+        operation counting).
         """
         checkpoints = sorted(set(int(t) for t in checkpoints))
         if not checkpoints or checkpoints[0] < 1:
@@ -239,9 +240,12 @@ class RateSNN:
         total = None
         logits, activity = {}, {}
         step = _Step(self, state)
+        seconds = 0.0
         for t in range(1, checkpoints[-1] + 1):
+            start = time.perf_counter()
             out = step.run(x)
             total = out if total is None else total + out
+            seconds += time.perf_counter() - start
             if t in checkpoints:
                 logits[t] = total / t
                 counts = state["counts"]
@@ -251,6 +255,7 @@ class RateSNN:
                     "spikes": float(sum(c.sum() for c in counts.values())),
                     "synaptic_ops": counter.ops,
                     "input_macs": macs_per_step * t,
+                    "seconds": seconds,
                 }
         return logits, activity
 
@@ -302,8 +307,8 @@ class RateSNN:
                 pred = logits[t].argmax(1)
                 correct[t] += int((pred == yb).sum())
                 agree[t] += int((pred == ann_pred).sum())
-                for k, v in activity[t].items():
-                    act[t][k] += v
+                for k in act[t]:
+                    act[t][k] += activity[t][k]
             bar.update(len(xb))
         bar.close()
         n = len(images)

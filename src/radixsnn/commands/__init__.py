@@ -11,6 +11,7 @@ COMMANDS = [
     "finetune",
     "rmse",
     "rate",
+    "sweep",
     "ops",
     "report",
     "reproduce",
