@@ -50,7 +50,8 @@ def test_finetune_pretrained_resnet20_converts_and_matches_exactly(tmp_path, cif
     assert snn.metadata["how"] == "quantization-aware fine-tuning" and snn.metadata["model"] == "resnet20"
     assert snn.equals(snn_of_checkpoint(out / "last"))
     meta = json.loads((out / "last.json").read_text())
-    assert meta["kind"] == "qann" and meta["epoch"] == 1 and meta["config"]["lr"] == 1e-4
+    assert meta["kind"] == "qann" and meta["epoch"] == 1 and meta["config"]["lr"] == 1e-3
+    assert meta["config"]["clip_grad"] == 1.0 and meta["calibrated"]["test_images"] == 32
     assert meta["config"]["schedule"] == "cosine" and meta["metrics"]["train_images"] == 64
 
     # Fine-tuning moved the parameters away from the calibrated starting point (same calibration draw).
@@ -114,10 +115,10 @@ def test_every_registered_model_finetunes_and_converts(tmp_path, name):
     assert main(["train", "--model", name, "--out", str(float_dir), *tiny]) == 0
     assert main([
         "finetune", "--model", name, "--weights", str(float_dir / "last.safetensors"), "--time-steps", "2",
-        "--calib-images", "4", "--eval-images", "2", "--out", str(out), *tiny,
+        "--calib-images", "4", "--eval-images", "2", "--engine", "integer", "--out", str(out), *tiny,
     ]) == 0
     result = json.loads((out / "eval.json").read_text())
-    assert result["agreement"] == 1.0 and result["images"] == 2
+    assert result["agreement"] == 1.0 and result["images"] == 2 and result["engine"] == "integer"
 
 
 def test_finetune_option_errors(tmp_path, capsys):
@@ -130,3 +131,48 @@ def test_finetune_option_errors(tmp_path, capsys):
     assert "weights file not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # quantized networks train in float32 only
         main(["finetune", "--amp", "--model", "resnet20", "--out", str(tmp_path / "c")])
+
+
+# --------------------------------------------------------------------------- demo
+TINY_PLAN = {"train_subset": 32, "train_epochs": 1, "finetune_subset": 16, "test_images": 8}
+
+
+def test_demo_without_cifar_uses_digits_and_checks_exactness(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+    from radixsnn.commands import demo
+
+    monkeypatch.setitem(demo.PLAN, "digits", TINY_PLAN)
+    monkeypatch.delenv("RADIXSNN_MODELS_DIR", raising=False)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    argv = ["demo", "--data-dir", str(empty), "--out", str(tmp_path / "demo"), "--time-steps", "2", "--no-progress"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "Using scikit-learn's 8x8 handwritten digits" in text
+    assert "ResNet-20 (trained here for 1 epochs)" in text and "digits, first 8 test images" in text
+    assert "SNN logits == QANN logits        100.00% of images" in text
+    result = json.loads((tmp_path / "demo" / "digits" / "t2" / "eval.json").read_text())
+    assert result["agreement"] == 1.0 and result["images"] == 8 and result["time_steps"] == 2
+    # A second run reuses the finished runs.
+    assert main(argv) == 0
+    assert "reusing the earlier demo runs" in capsys.readouterr().out
+
+
+def test_demo_with_cifar10_uses_the_pretrained_resnet20(tmp_path, monkeypatch, capsys, cifar10_dir, models_dir):
+    from radixsnn.commands import demo
+
+    monkeypatch.setitem(demo.PLAN, "cifar10", TINY_PLAN)
+    monkeypatch.setenv("RADIXSNN_MODELS_DIR", str(models_dir))
+    assert main(["demo", "--data-dir", str(cifar10_dir), "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "ResNet-20 (pretrained)" in text and "cifar10, first 8 test images" in text
+    assert not (tmp_path / "demo" / "cifar10" / "float").exists()
+    assert json.loads((tmp_path / "demo" / "cifar10" / "t4" / "eval.json").read_text())["agreement"] == 1.0
+
+
+def test_demo_rejects_cifar_weights_without_cifar(tmp_path, capsys, resnet20_weights):
+    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    assert main(["demo", "--data-dir", str(empty), "--weights", str(resnet20_weights), "--out", str(tmp_path / "d")]) == 2
+    assert "CIFAR-10 is not available" in capsys.readouterr().err

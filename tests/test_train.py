@@ -187,3 +187,17 @@ def test_run_checkpoint_round_trip_is_exact(tmp_path):
         assert torch.equal(got["state"][i]["momentum_buffer"], entry["momentum_buffer"])
     assert not list(tmp_path.glob("*.tmp"))
     assert math.isclose(json.loads((tmp_path / "ck.json").read_text())["optimizer"]["param_groups"][0]["lr"], 0.1)
+
+
+def test_clip_grad_bounds_the_first_update(tmp_path):
+    """With momentum's first step, the update is lr x clipped gradient: its global norm <= lr x NORM."""
+    out = tmp_path / "clip"
+    argv = ["--model", "resnet20", "--epochs", "1", "--limit-batches", "1", "--weight-decay", "0", "--lr", "0.5"]
+    assert train(out, *argv, "--clip-grad", "0.001") == 0
+    torch.manual_seed(0)
+    model = create_model("resnet20", 10)
+    start = dict(model.named_parameters())
+    trained = load_weights(create_model("resnet20", 10), out / "last.safetensors")
+    change = torch.sqrt(sum(((p - start[n]) ** 2).sum() for n, p in trained.named_parameters()))
+    assert 0 < float(change.detach()) <= 0.5 * 0.001 * (1 + 1e-5)
+    assert load_run(out / "last").meta["config"]["clip_grad"] == 0.001

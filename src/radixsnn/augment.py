@@ -1,8 +1,9 @@
-"""Batched CIFAR training augmentation on whatever device the batch lives on.
+"""Batched training augmentation on whatever device the batch lives on.
 
 The standard CIFAR recipe: a random 32x32 crop of the image zero-padded by 4 pixels on each side,
 then a horizontal flip with probability 1/2. Both work on a whole uint8 batch at once with a
-caller-supplied :class:`torch.Generator`, so a run is reproducible from its seed.
+caller-supplied :class:`torch.Generator`, so a run is reproducible from its seed. Handwritten
+digits are not mirror-symmetric (a flipped 2 is no 2), so they get the random crop alone.
 """
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator, p: float = 0.
 def cifar_augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
     """Random crop with ``padding`` pixels of zero padding, then a random horizontal flip."""
     return random_hflip(random_crop(images, padding, generator), generator)
+
+
+def crop_augment(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
+    """Random crop with ``padding`` pixels of zero padding, no flip (for digits)."""
+    return random_crop(images, padding, generator)
+
+
+def augmentation_for(dataset: str):
+    """The training augmentation of ``dataset``: crop + flip for CIFAR, crop only for digits."""
+    return crop_augment if dataset == "digits" else cifar_augment

@@ -9,6 +9,7 @@ COMMANDS = [
     "evaluate",
     "train",
     "finetune",
+    "demo",
     "rmse",
     "rate",
     "sweep",

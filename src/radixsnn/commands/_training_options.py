@@ -10,6 +10,7 @@ import argparse
 
 import torch
 
+from radixsnn.augment import augmentation_for
 from radixsnn.data import load_dataset
 from radixsnn.errors import RadixSNNError
 from radixsnn.loader import DeviceLoader
@@ -32,6 +33,11 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
         help=f"learning-rate schedule: step = halve every --step-epochs epochs, cosine = to 0 over the run (default {d['schedule']})",
     )
     parser.add_argument("--step-epochs", type=int, help=f"epochs between halvings of the step schedule (default {d['step_epochs']})")
+    clip = "off" if not d["clip_grad"] else d["clip_grad"]
+    parser.add_argument(
+        "--clip-grad", type=float, metavar="NORM",
+        help=f"clip the gradients' global L2 norm to NORM before each step, 0 = off (default {clip})",
+    )
     parser.add_argument("--label-smoothing", type=float, help=f"label smoothing of the training loss (default {d['label_smoothing']})")
     parser.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d['seed']})")
     parser.add_argument("--train-subset", type=int, metavar="N", help="train on the first N training images only (default all)")
@@ -88,6 +94,7 @@ def train_config(config: dict) -> TrainConfig:
         label_smoothing=config["label_smoothing"],
         seed=config["seed"],
         limit_batches=config["limit_batches"],
+        clip_grad=config.get("clip_grad"),
     )
 
 
@@ -101,7 +108,9 @@ def make_loaders(config: dict, args: argparse.Namespace, runtime: Runtime) -> tu
     if config.get("test_subset"):
         test_x, test_y = test_x[: config["test_subset"]], test_y[: config["test_subset"]]
     common = dict(device=runtime.device, rank=runtime.rank, world_size=runtime.world_size, limit_batches=config["limit_batches"])
-    train = DeviceLoader(train_x, train_y, config["batch_size"], train=True, seed=config["seed"], **common)
+    train = DeviceLoader(
+        train_x, train_y, config["batch_size"], train=True, seed=config["seed"], augment=augmentation_for(dataset), **common
+    )
     test = DeviceLoader(test_x, test_y, EVAL_BATCH_SIZE, train=False, **common)
     return train, test
 

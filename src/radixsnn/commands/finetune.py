@@ -46,12 +46,13 @@ DEFAULTS = {
     "calib_images": 1024,
     "epochs": 3,
     "batch_size": 128,
-    "lr": 1e-4,
+    "lr": 1e-3,
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "schedule": "cosine",
     "step_epochs": 30,
     "label_smoothing": 0.0,
+    "clip_grad": 1.0,
     "seed": 0,
     "train_subset": None,
     "test_subset": None,
@@ -146,6 +147,15 @@ def run(args) -> int:
         )
         if state is not None:
             trainer.restore(state)
+            meta["calibrated"] = state.meta.get("calibrated")
+        else:
+            # The post-training (calibrated, not yet fine-tuned) QANN on the same test images.
+            meta["calibrated"] = trainer.evaluate()
+            if runtime.is_main:
+                print(
+                    f"calibrated {config['time_steps']}-step QANN before fine-tuning: test loss "
+                    f"{meta['calibrated']['test_loss']:.4f} acc {meta['calibrated']['test_acc']:.2f}%"
+                )
         ran = trainer.start_epoch < tc.epochs
         trainer.fit()
         if runtime.is_main:

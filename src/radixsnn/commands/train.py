@@ -28,6 +28,7 @@ DEFAULTS = {
     "schedule": "step",
     "step_epochs": 30,
     "label_smoothing": 0.0,
+    "clip_grad": None,
     "seed": 0,
     "train_subset": None,
     "test_subset": None,

@@ -46,6 +46,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 0
     limit_batches: int | None = None
+    clip_grad: float | None = None
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -64,6 +65,8 @@ class TrainConfig:
             raise RadixSNNError(f"--step-epochs must be at least 1, got {self.step_epochs}")
         if not 0 <= self.label_smoothing < 1:
             raise RadixSNNError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
+        if self.clip_grad is not None and self.clip_grad < 0:
+            raise RadixSNNError(f"--clip-grad must not be negative, got {self.clip_grad}")
         if self.limit_batches is not None and self.limit_batches < 1:
             raise RadixSNNError(f"--limit-batches must be at least 1, got {self.limit_batches}")
 
@@ -247,10 +250,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
+                self._clip_gradients()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
             else:
                 loss.backward()
+                self._clip_gradients()
                 self.optimizer.step()
             n = labels.numel()
             loss_sum += loss.detach().double() * n
@@ -262,6 +267,15 @@ class Trainer:
         if not math.isfinite(total_loss):
             raise RadixSNNError(f"training diverged in epoch {epoch + 1} (loss is {total_loss}); try a lower --lr")
         return {"train_loss": total_loss / total, "train_acc": 100.0 * total_correct / total, "train_images": int(total)}
+
+    def _clip_gradients(self) -> None:
+        """Scale the gradients down to global L2 norm ``clip_grad`` when they exceed it (0/None: off)."""
+        if not self.config.clip_grad:
+            return
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.config.clip_grad)
 
     @torch.no_grad()
     def evaluate(self) -> dict:
