@@ -178,9 +178,9 @@ def test_resnet20_rate_snn_on_cifar10(cifar10_dir, resnet20_weights):
     images, labels = load_cifar("cifar10", cifar10_dir, train=False)
     calib, _ = load_cifar("cifar10", cifar10_dir, train=True)
     snn = RateSNN.from_calibration(model, calib[:128], percentile=99.9, init_membrane=0.5)
-    rows = snn.evaluate(images[:64], labels[:64], [8, 24], progress=False)
+    rows = snn.evaluate(images[:128], labels[:128], [8, 24], progress=False)
     by_t = {r.time_steps: r for r in rows}
-    # measured: 31 % at T = 8, 81 % at T = 24 (the float network: 91.7 % on the full test set)
+    # measured: 27 % at T = 8, 80 % at T = 24 (the float network: 91.7 % on the full test set)
     assert by_t[24].agreement > by_t[8].agreement
     assert by_t[24].accuracy >= 0.6
     assert by_t[24].spikes > by_t[8].spikes > 0
