@@ -141,13 +141,18 @@ def test_demo_without_cifar_uses_digits_and_checks_exactness(tmp_path, monkeypat
     pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
     from radixsnn.commands import demo
 
+    import radixsnn.data as data
+
     monkeypatch.setitem(demo.PLAN, "digits", TINY_PLAN)
     monkeypatch.delenv("RADIXSNN_MODELS_DIR", raising=False)
+    # An unreachable mirror stands in for being offline: the download fails at once and the demo falls back.
+    monkeypatch.setitem(data.ARCHIVES, "cifar10", data.Archive("http://127.0.0.1:9/cifar-10-python.tar.gz", "0" * 32))
     empty = tmp_path / "no-data"
     empty.mkdir()
     argv = ["demo", "--data-dir", str(empty), "--out", str(tmp_path / "demo"), "--time-steps", "2", "--no-progress"]
-    assert main(argv) == 0
+    assert main(argv + ["--download"]) == 0
     text = capsys.readouterr().out
+    assert "CIFAR-10 not found: cannot download http://127.0.0.1:9/" in text
     assert "Using scikit-learn's 8x8 handwritten digits" in text
     assert "ResNet-20 (trained here for 1 epochs)" in text and "digits, first 8 test images" in text
     assert "SNN logits == QANN logits        100.00% of images" in text
