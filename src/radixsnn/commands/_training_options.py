@@ -23,7 +23,8 @@ EVAL_BATCH_SIZE = 500
 def add_run_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
     """The options of a training run; ``defaults`` gives each one's default (shown in --help)."""
     d = defaults
-    parser.add_argument("--epochs", type=int, help=f"epochs to train (default {d['epochs']})")
+    epochs = "required for a new run" if d["epochs"] is None else f"default {d['epochs']}"
+    parser.add_argument("--epochs", type=int, help=f"epochs to train ({epochs}); on --resume it may be raised")
     parser.add_argument("--batch-size", type=int, help=f"global batch size, split over torchrun processes (default {d['batch_size']})")
     parser.add_argument("--lr", type=float, help=f"base learning rate (default {d['lr']})")
     parser.add_argument("--momentum", type=float, help=f"SGD momentum (default {d['momentum']})")
