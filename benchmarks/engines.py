@@ -5,9 +5,10 @@ Measures in one run, on the same images and threads:
   * the spike engine at T = 4 and 8 (time S; ratio S / (T F): cost per simulated step vs one float pass),
   * the integer engine at T = 4 and 8 (time I; ratio I / F).
 Weights are random (speed does not depend on them) unless --weights is given; images are random
-uint8 unless --data-dir is given. Each timing is the best of --repeats runs.
+uint8 unless --data-dir is given. Each timing is the best of --repeats runs, in wall-clock seconds or,
+with --clock cpu, in CPU seconds of this process (steadier on a machine shared with other jobs).
 
-    python benchmarks/engines.py [--images 512] [--batch-size 64] [--repeats 3] [--threads N]
+    python benchmarks/engines.py [--images 512] [--batch-size 64] [--repeats 3] [--threads N] [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -25,13 +26,16 @@ from radixsnn.evaluation import normalize
 from radixsnn.models import create_model
 
 
-def best_time(fn, batches, repeats):
+CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best_time(fn, batches, repeats, clock):
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for xb in batches:
             fn(xb)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
@@ -45,9 +49,14 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--time-steps", default="4,8")
+    ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
     args = ap.parse_args()
+    clock = CLOCK[args.clock]
     if args.threads:
+        import numba
+
         torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = create_model(args.model).eval()
     if args.weights:
@@ -59,9 +68,9 @@ def main():
     batches = list(images.split(args.batch_size))
     with torch.no_grad():
         norm = [normalize(b) for b in batches]
-        f = best_time(model, norm, args.repeats)
+        f = best_time(model, norm, args.repeats, clock)
     print(f"# {args.model}, {len(images)} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, {platform.processor() or platform.machine()}")
+          f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.clock} clock")
     print(f"float32 forward: {f:.3f} s ({len(images) / f:.0f} img/s)")
     print("| T | spike engine s | spikes / (T x float) | integer engine s | integer / float |")
     print("|---|---|---|---|---|")
@@ -69,8 +78,8 @@ def main():
         qann = build_qann(model, T)
         qann.calibrate(images[:256], progress=False)
         snn = qann.to_snn()
-        s = best_time(lambda xb: run_spikes(snn, xb), batches, args.repeats)
-        i = best_time(lambda xb: run_integer(snn, xb), batches, args.repeats)
+        s = best_time(lambda xb: run_spikes(snn, xb), batches, args.repeats, clock)
+        i = best_time(lambda xb: run_integer(snn, xb), batches, args.repeats, clock)
         print(f"| {T} | {s:.3f} | {s / (T * f):.2f} | {i:.3f} | {i / f:.2f} |")
 
 

@@ -49,9 +49,10 @@ def input_integers(snn: IntegerSNN, images: torch.Tensor) -> torch.Tensor:
 
 
 def _carrier(snn: IntegerSNN, node, device) -> torch.dtype:
-    """float32 when every partial sum of every term is provably below 2^24 (and on CPU)."""
+    """float32 when every partial sum of the layer, bias included, is provably below 2^24 (on CPU)."""
     if device.type != "cpu":
         return torch.float64
+    bound = int(snn.biases[node.name].abs().max())
     for t in node.terms:
         w = snn.weights[t.param]
         peak_in = (1 << snn.train_length(t.src)) - 1
@@ -59,9 +60,8 @@ def _carrier(snn: IntegerSNN, node, device) -> torch.dtype:
         if t.op == "linear" and t.attrs["mode"] == "sumpool":
             src = snn.graph[t.src].shape
             peak_in *= src[1] * src[2]
-        if int(per_out) * peak_in >= _F32_EXACT:
-            return torch.float64
-    return torch.float32
+        bound += int(per_out) * peak_in
+    return torch.float32 if bound < _F32_EXACT else torch.float64
 
 
 def _state_dtype(snn: IntegerSNN, node) -> torch.dtype:
@@ -93,13 +93,22 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
             values[node.name] = F.max_pool2d(values[node.src], a["kernel"], a["stride"], a["padding"])
             continue
         dtype = _carrier(snn, node, device)
-        acc = _bias(snn, node, device)
+        bias = _bias(snn, node, device).to(dtype)
+        acc = None
         for t in node.terms:
             w = snn.weights[t.param].to(device=device, dtype=dtype)
-            acc = acc + synapse(t, values[t.src].to(dtype), w).round().to(torch.int64)
+            # a per-channel bias rides along in the first convolution / linear map
+            fused = acc is None and bias.dim() == len(node.shape) and bias.numel() == node.shape[0] and t.op != "select"
+            y = synapse(t, values[t.src].to(dtype), w, bias.reshape(-1) if fused else None)
+            acc = y if acc is None else acc.add_(y)
+            if fused:
+                bias = None
+        if bias is not None:
+            acc = acc.add_(bias)
         if node.kind == "output":
-            return EngineResult(acc)
-        q = torch.clamp(acc >> snn.delta_t[node.name], 0, (1 << snn.time_steps) - 1)
+            return EngineResult(acc.round().to(torch.int64))
+        # exact: multiplying by 2^-dT and flooring integer-valued floats loses nothing
+        q = acc.mul_(2.0 ** -snn.delta_t[node.name]).floor_().clamp_(0, (1 << snn.time_steps) - 1)
         values[node.name] = q.to(torch.float32)
     raise AssertionError("graph without output node")
 

@@ -108,15 +108,20 @@ class Graph:
         return [n for n in self.nodes if n.src == name or any(t.src == name for t in n.terms)]
 
 
-def synapse(term: Term, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Apply a term's linear synapse map with ``weight`` to a batch ``x`` of source activations."""
+def synapse(term: Term, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply a term's linear synapse map with ``weight`` to a batch ``x`` of source activations.
+
+    ``bias`` (per output channel, conv2d and linear only) is added by the same kernel.
+    """
     a = term.attrs
     if term.op == "conv2d":
-        return F.conv2d(x, weight, None, a["stride"], a["padding"], a["dilation"], a["groups"])
+        return F.conv2d(x, weight, bias, a["stride"], a["padding"], a["dilation"], a["groups"])
     if term.op == "linear":
         x = x.sum(dim=(2, 3)) if a["mode"] == "sumpool" else x.flatten(1)
-        return F.linear(x, weight)
+        return F.linear(x, weight, bias)
     if term.op == "select":
+        if bias is not None:
+            raise ValueError("select terms take no bias")
         s = a["stride"]
         if s > 1:
             x = x[:, :, ::s, ::s]
