@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 DATA_ENV = "RADIXSNN_DATA_DIR"
 MODELS_ENV = "RADIXSNN_MODELS_DIR"
@@ -53,3 +54,13 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def resnet20_weights(models_dir) -> Path:
     return models_dir / "resnet20-12fca82f.th"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules that push single images through small networks: one thread is fastest, and extra
+    threads only contend with other work on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,14 +18,7 @@ from radixsnn.errors import RadixSNNError
 from radixsnn.report import TABLE2, TABLE3, matches, printed_value, relative_error, row_cost
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run single images through small networks: one thread is fastest, and extra
-    threads only contend with other work on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ROWS = TABLE2 + TABLE3

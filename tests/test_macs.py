@@ -13,14 +13,7 @@ from radixsnn.macs import LayerGeometry, count_macs, fanout_map
 from radixsnn.models import create_model, list_models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run single images through small networks: one thread is fastest, and extra
-    threads only contend with other work on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Exact MACs per 32x32 image with 10 classes, computed by hand from the layer shapes.

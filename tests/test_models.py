@@ -11,14 +11,7 @@ from radixsnn.models import create_model, list_models
 
 # Parameter counts with 10 classes; the kuangliu/pytorch-cifar and He et al. figures where they exist.
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tests run single images through small networks: one thread is fastest, and extra
-    threads only contend with other work on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PARAMS_10 = {
