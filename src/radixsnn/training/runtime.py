@@ -63,14 +63,6 @@ class Runtime:
         dist.all_reduce(t)
         return t.tolist()
 
-    def broadcast_object(self, obj):
-        """Rank 0's ``obj`` on every process."""
-        if not self.distributed:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
-
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
@@ -96,6 +88,6 @@ def start_runtime(device_spec: str = "auto") -> Runtime:
 
 
 def stop_runtime(runtime: Runtime) -> None:
-    """Leave the process group (if any)."""
-    if runtime.distributed and dist.is_initialized():
+    """Leave the process group (if this process joined one)."""
+    if launched_by_torchrun() and dist.is_initialized():
         dist.destroy_process_group()
