@@ -95,7 +95,8 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
     args = ["--model", "resnet20", "--epochs", "6", "--schedule", "cosine", "--seed", "3"]
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Same thread count as this process, whose runs it is compared with (reductions may split by thread).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(
         [sys.executable, "-m", "radixsnn", "train", "--out", str(out), *TINY, *args],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
