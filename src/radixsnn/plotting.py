@@ -70,7 +70,7 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     ``accuracy`` (fraction) and ``efficiency`` (relative to the most efficient point).
     """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 5.2))
     eff_ax = ax.twinx()
     colors = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown"]
     groups = sorted({(r["weight_bits"], r["mode"]) for r in rows}, key=lambda g: (-g[0], g[1]))
@@ -92,7 +92,8 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     ax.grid(True, alpha=0.3)
     lines = ax.get_legend_handles_labels()
     more = eff_ax.get_legend_handles_labels()
-    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="center right")
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=7, loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
