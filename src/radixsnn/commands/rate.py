@@ -51,7 +51,7 @@ def run(args) -> int:
         print(f"{r['time_steps']:>5} {100 * r['accuracy']:>8.2f}% {100 * r['agreement']:>8.2f}% "
               f"{r['spikes']:>11.4g} {r['synaptic_ops']:>12.4g} {r['input_macs']:>13.4g}")
     if args.json:
-        summary.update(model=args.model, weights=str(args.weights), dataset=args.dataset)
+        summary.update(model=args.model, weights=Path(args.weights).name, dataset=args.dataset)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
         print(f"wrote {args.json}")

@@ -37,7 +37,7 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_csv(report, out / "coding_error.csv")
     summary = report.to_dict()
-    summary.update(model=args.model, weights=str(args.weights), dataset=args.dataset)
+    summary.update(model=args.model, weights=Path(args.weights).name, dataset=args.dataset)
     (out / "coding_error.json").write_text(json.dumps(summary, indent=1) + "\n")
     if not args.no_plot:
         from radixsnn.plotting import plot_coding_error

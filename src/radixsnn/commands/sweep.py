@@ -68,7 +68,9 @@ def run(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "sweep.csv")
-    config = {k: v for k, v in vars(args).items() if k != "func"}
+    # file names only: the results stay meaningful when the folders move
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out")}
+    config["weights"] = Path(args.weights).name
     (out / "sweep.json").write_text(json.dumps({"config": config, "images": len(images), "finetune_steps": steps,
                                                 "rows": rows}, indent=1) + "\n")
     if not args.no_plot:
