@@ -214,8 +214,8 @@ class RateSNN:
     ) -> "RateSNN":
         """Convert ``model``, balancing each threshold to the ``percentile`` of its ReLU's non-zero outputs."""
         snn = cls(model, None, init_membrane)
-        snn.thresholds = activation_scales(snn.gm, images, percentile=percentile, batch_size=batch_size)
-        return snn
+        return cls(model, activation_scales(snn.gm, images, percentile=percentile, batch_size=batch_size),
+                   init_membrane)
 
     @torch.no_grad()
     def float_logits(self, images: torch.Tensor) -> torch.Tensor:
