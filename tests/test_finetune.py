@@ -18,6 +18,8 @@ from radixsnn.snn import IntegerSNN
 from radixsnn.training import load_run
 from radixsnn.training.trainer import Trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt") as f:
@@ -83,7 +85,8 @@ def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, mo
     common = [
         "--model", "resnet20", "--dataset", "digits", "--weights", str(digits_float), "--time-steps", "2",
         "--epochs", "2", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8",
-        "--calib-images", "16", "--eval-images", "8", "--no-progress", "--lr", "1e-3", "--seed", "4",
+        "--calib-images", "16", "--eval-images", "8", "--engine", "integer", "--no-progress", "--lr", "1e-3",
+        "--seed", "4",
     ]
     assert main(["finetune", "--out", str(tmp_path / "straight"), *common]) == 0
 
@@ -98,7 +101,8 @@ def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, mo
     assert main(["finetune", "--out", str(tmp_path / "stopped"), *common]) == 130
     assert not (tmp_path / "stopped" / "model.snn").exists()
     monkeypatch.setattr(Trainer, "train_epoch", original)
-    assert main(["finetune", "--out", str(tmp_path / "stopped"), "--resume", "--eval-images", "8", "--no-progress"]) == 0
+    resume = ["finetune", "--out", str(tmp_path / "stopped"), "--resume", "--eval-images", "8", "--engine", "integer"]
+    assert main([*resume, "--no-progress"]) == 0
 
     a, b = tensors(tmp_path / "straight" / "last.safetensors"), tensors(tmp_path / "stopped" / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

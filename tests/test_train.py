@@ -21,6 +21,7 @@ from radixsnn.training import TrainConfig, learning_rate, load_run, save_run
 from radixsnn.training.trainer import Trainer
 
 pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # A tiny run on the offline digits data: 2 steps of 8 images per epoch, 16 test images.
 TINY = ["--dataset", "digits", "--batch-size", "8", "--train-subset", "16", "--test-subset", "16", "--no-progress"]
