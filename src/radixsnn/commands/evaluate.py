@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from radixsnn.checkpoint import load_weights
-from radixsnn.data import load_cifar, num_classes
+from radixsnn.data import DATASETS, load_dataset, num_classes
 from radixsnn.engines import ENGINES
 from radixsnn.errors import RadixSNNError
 from radixsnn.evaluation import evaluate_snn
@@ -24,7 +24,7 @@ def register(sub) -> None:
     )
     p.add_argument("file", help=".snn file written by convert or finetune")
     p.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
-    p.add_argument("--dataset", default=None, choices=("cifar10", "cifar100"), help="dataset (default: the file's)")
+    p.add_argument("--dataset", default=None, choices=DATASETS, help="dataset (default: the file's)")
     p.add_argument("--engine", default="spikes", choices=ENGINES, help="spikes (default) or integer")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N test images only")
     p.add_argument("--batch-size", type=int, default=250, help="images per batch (default 250)")
@@ -54,7 +54,7 @@ def run(args) -> int:
     dataset = args.dataset or snn.metadata.get("dataset", "cifar10")
     if num_classes(dataset) != snn.graph.output.channels:
         raise RadixSNNError(f"{args.file} has {snn.graph.output.channels} outputs but {dataset} has {num_classes(dataset)} classes")
-    images, labels = load_cifar(dataset, args.data_dir, train=False)
+    images, labels = load_dataset(dataset, args.data_dir, train=False)
     float_model = None if args.no_float else float_model_of(snn)
     res = evaluate_snn(snn, images, labels, args.engine, float_model=float_model, batch_size=args.batch_size,
                        device=device, limit=args.limit)
