@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_second_epoch
 import torch
 from safetensors import safe_open
 
@@ -90,14 +91,7 @@ def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, mo
     ]
     assert main(["finetune", "--out", str(tmp_path / "straight"), *common]) == 0
 
-    original = Trainer.train_epoch
-
-    def stop_in_second_epoch(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+    original = interrupt_second_epoch(monkeypatch)
     assert main(["finetune", "--out", str(tmp_path / "stopped"), *common]) == 130
     assert not (tmp_path / "stopped" / "model.snn").exists()
     monkeypatch.setattr(Trainer, "train_epoch", original)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_second_epoch
 import torch
 from safetensors import safe_open
 
@@ -75,14 +76,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     args = ["--model", "resnet20", "--epochs", "3", "--schedule", "cosine", "--seed", "7"]
     assert train(tmp_path / "straight", *args) == 0
 
-    original = Trainer.train_epoch
-
-    def stop_in_second_epoch(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+    original = interrupt_second_epoch(monkeypatch)
     assert train(tmp_path / "stopped", *args) == 130
     assert json.loads((tmp_path / "stopped" / "last.json").read_text())["epoch"] == 1
     monkeypatch.setattr(Trainer, "train_epoch", original)
