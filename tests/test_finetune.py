@@ -13,11 +13,12 @@ from radixsnn.checkpoint import load_weights
 from radixsnn.cli import main
 from radixsnn.convert import build_qann
 from radixsnn.data import load_cifar
+from radixsnn.errors import RadixSNNError
 from radixsnn.models import create_model, list_models
 from radixsnn.qann import QANN
 from radixsnn.snn import IntegerSNN
 from radixsnn.training import load_run
-from radixsnn.training.trainer import Trainer
+from radixsnn.training.trainer import Trainer, TrainConfig, training_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -55,6 +56,7 @@ def test_finetune_pretrained_resnet20_converts_and_matches_exactly(tmp_path, cif
     meta = json.loads((out / "last.json").read_text())
     assert meta["kind"] == "qann" and meta["epoch"] == 1 and meta["config"]["lr"] == 1e-3
     assert meta["config"]["clip_grad"] == 1.0 and meta["calibrated"]["test_images"] == 32
+    assert meta["config"]["distill"] == 1.0 and meta["config"]["act_scale"] == "channel"
     assert meta["config"]["schedule"] == "cosine" and meta["metrics"]["train_images"] == 64
 
     # Fine-tuning moved the parameters away from the calibrated starting point (same calibration draw).
@@ -179,3 +181,43 @@ def test_demo_rejects_cifar_weights_without_cifar(tmp_path, capsys, resnet20_wei
     empty.mkdir()
     assert main(["demo", "--data-dir", str(empty), "--weights", str(resnet20_weights), "--out", str(tmp_path / "d")]) == 2
     assert "CIFAR-10 is not available" in capsys.readouterr().err
+
+
+def test_distillation_loss_mixes_cross_entropy_and_kl():
+    torch.manual_seed(0)
+    logits, teacher = torch.randn(6, 10, requires_grad=True), torch.randn(6, 10)
+    labels = torch.randint(0, 10, (6,))
+    ce = torch.nn.functional.cross_entropy(logits, labels)
+    p = teacher.softmax(1)
+    kl = (p * (p.log() - logits.log_softmax(1))).sum(1).mean()
+    assert torch.equal(training_loss(logits, labels, TrainConfig(epochs=1)), ce)
+    assert torch.allclose(training_loss(logits, labels, TrainConfig(epochs=1, distill=1.0), teacher), kl)
+    assert torch.allclose(training_loss(logits, labels, TrainConfig(epochs=1, distill=0.25), teacher), 0.75 * ce + 0.25 * kl)
+    # A student that already matches its teacher gets no distillation gradient.
+    same = training_loss(logits, labels, TrainConfig(epochs=1, distill=1.0), logits.detach())
+    (grad,) = torch.autograd.grad(same, logits)
+    assert float(same.detach()) == pytest.approx(0.0, abs=1e-7) and float(grad.abs().max()) < 1e-7
+    with pytest.raises(RadixSNNError, match="--distill must lie in"):
+        TrainConfig(epochs=1, distill=1.5)
+
+
+def test_finetune_with_distillation_changes_the_result(tmp_path, digits_float):
+    common = [
+        "--model", "resnet20", "--dataset", "digits", "--weights", str(digits_float), "--time-steps", "2",
+        "--epochs", "1", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8",
+        "--calib-images", "16", "--eval-images", "8", "--engine", "integer", "--no-progress", "--lr", "1e-2",
+    ]
+    assert main(["finetune", "--out", str(tmp_path / "ce"), "--distill", "0", *common]) == 0
+    assert main(["finetune", "--out", str(tmp_path / "kd"), *common]) == 0  # distillation is the default
+    assert json.loads((tmp_path / "ce" / "last.json").read_text())["config"]["distill"] == 0.0
+    meta = json.loads((tmp_path / "kd" / "last.json").read_text())
+    assert meta["config"]["distill"] == 1.0 and meta["config"]["act_scale"] == "channel"
+    assert json.loads((tmp_path / "kd" / "eval.json").read_text())["agreement"] == 1.0
+    a, b = tensors(tmp_path / "ce" / "last.safetensors"), tensors(tmp_path / "kd" / "last.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_default_learning_rate_depends_on_time_steps():
+    from radixsnn.commands.finetune import default_lr
+
+    assert [default_lr(t) for t in (1, 2, 3, 4, 8)] == [3e-2, 3e-2, 1e-3, 1e-3, 1e-3]

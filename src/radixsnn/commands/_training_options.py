@@ -20,13 +20,16 @@ from radixsnn.training import Runtime, TrainConfig
 EVAL_BATCH_SIZE = 500
 
 
-def add_run_options(parser: argparse.ArgumentParser, defaults: dict) -> None:
-    """The options of a training run; ``defaults`` gives each one's default (shown in --help)."""
+def add_run_options(parser: argparse.ArgumentParser, defaults: dict, lr_default: str | None = None) -> None:
+    """The options of a training run; ``defaults`` gives each one's default (shown in --help).
+
+    ``lr_default`` describes the learning-rate default where it is not a single number.
+    """
     d = defaults
     epochs = "required for a new run" if d["epochs"] is None else f"default {d['epochs']}"
     parser.add_argument("--epochs", type=int, help=f"epochs to train ({epochs}); on --resume it may be raised")
     parser.add_argument("--batch-size", type=int, help=f"global batch size, split over torchrun processes (default {d['batch_size']})")
-    parser.add_argument("--lr", type=float, help=f"base learning rate (default {d['lr']})")
+    parser.add_argument("--lr", type=float, help=f"base learning rate (default {lr_default or d['lr']})")
     parser.add_argument("--momentum", type=float, help=f"SGD momentum (default {d['momentum']})")
     parser.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {d['weight_decay']})")
     parser.add_argument(
@@ -96,6 +99,7 @@ def train_config(config: dict) -> TrainConfig:
         seed=config["seed"],
         limit_batches=config["limit_batches"],
         clip_grad=config.get("clip_grad"),
+        distill=config.get("distill") or 0.0,
     )
 
 

@@ -31,7 +31,15 @@ from radixsnn.errors import RadixSNNError
 from radixsnn.evaluation import evaluate_snn
 from radixsnn.models import create_model, list_models
 from radixsnn.qann import QANN
-from radixsnn.training import Trainer, code_version, open_run, pixels_as_float, start_runtime, stop_runtime
+from radixsnn.training import (
+    Trainer,
+    code_version,
+    normalize_pixels,
+    open_run,
+    pixels_as_float,
+    start_runtime,
+    stop_runtime,
+)
 from radixsnn.training.state import write_json
 
 DEFAULTS = {
@@ -41,23 +49,34 @@ DEFAULTS = {
     "time_steps": None,
     "weight_bits": 8,
     "input_bits": 8,
-    "act_scale": "layer",
+    "act_scale": "channel",
     "calib": "mse",
     "calib_images": 1024,
     "epochs": 3,
     "batch_size": 128,
-    "lr": 1e-3,
+    "lr": None,  # default_lr(T)
     "momentum": 0.9,
     "weight_decay": 1e-4,
     "schedule": "cosine",
     "step_epochs": 30,
     "label_smoothing": 0.0,
     "clip_grad": 1.0,
+    "distill": 1.0,
     "seed": 0,
     "train_subset": None,
     "test_subset": None,
     "limit_batches": None,
 }
+
+
+def default_lr(time_steps: int) -> float:
+    """The default base learning rate at T steps: 0.03 for T <= 2, else 1e-3.
+
+    Measured on ResNet-20 / CIFAR-10 (docs/results.md): at T = 2 the calibrated QANN starts 21 points
+    below the float network and needs large steps (3 epochs: 82.6 % at 1e-3, 85.5 % at 1e-2, 86.3 % at
+    3e-2); at T = 4 it starts 1 point below, and large steps only disturb it (91.3 % at 1e-3, 90.7 % at 3e-2).
+    """
+    return 3e-2 if time_steps <= 2 else 1e-3
 
 
 def register(subparsers) -> None:
@@ -76,10 +95,18 @@ def register(subparsers) -> None:
     p.add_argument("--time-steps", "-T", type=int, help="T, the length of every spike train (1..16; required)")
     p.add_argument("--weight-bits", type=int, help=f"signed integer weight width (default {DEFAULTS['weight_bits']})")
     p.add_argument("--input-bits", type=int, help=f"pixel train length, 8 = exact pixels (default {DEFAULTS['input_bits']})")
-    p.add_argument("--act-scale", choices=("layer", "channel"), help="one activation scale per layer (default) or per channel")
+    p.add_argument(
+        "--act-scale", choices=("layer", "channel"),
+        help=f"one activation scale per layer or per output channel (default {DEFAULTS['act_scale']})",
+    )
     p.add_argument("--calib", help="calibration before fine-tuning: 'mse' (default) or 'percentile:P'")
     p.add_argument("--calib-images", type=int, help=f"training images used for calibration (default {DEFAULTS['calib_images']})")
-    add_run_options(p, DEFAULTS)
+    add_run_options(p, DEFAULTS, lr_default="0.03 for T <= 2, else 0.001")
+    p.add_argument(
+        "--distill", type=float, metavar="D",
+        help="weight of knowledge distillation from the float network: loss = (1-D) cross-entropy + "
+        f"D KL(float || QANN), 0 = plain cross-entropy (default {DEFAULTS['distill']})",
+    )
     add_runtime_options(p, amp=False)
     p.add_argument("--engine", choices=ENGINES, default="spikes", help="engine of the final SNN evaluation (default spikes)")
     p.add_argument("--eval-images", type=int, metavar="N", help="final SNN evaluation on the first N test images (default all)")
@@ -89,6 +116,17 @@ def register(subparsers) -> None:
 def _float_model(config: dict) -> torch.nn.Module:
     model = create_model(config["model"], num_classes(config["dataset"]))
     return load_weights(model, config["weights"]).eval()
+
+
+def _teacher(config: dict, qann: QANN, device: torch.device):
+    """The frozen float network as a function of uint8 pixels (the distillation target)."""
+    weights = Path(config["weights"])
+    if not weights.is_file():
+        raise RadixSNNError(f"--distill needs the float checkpoint {weights}, which is missing")
+    model = _float_model(config).to(device).requires_grad_(False)
+    attrs = qann.graph.input.attrs
+    normalize = normalize_pixels(attrs["mean"], attrs["std"])
+    return lambda images: model(normalize(images))
 
 
 def _build_qann(config: dict, train_images: torch.Tensor, device: torch.device, progress: bool) -> QANN:
@@ -123,6 +161,8 @@ def run(args) -> int:
         if config["model"] not in list_models():
             raise RadixSNNError(f"unknown model {config['model']!r}; choose one of: {', '.join(list_models())}")
         check_bits(config["time_steps"], config["weight_bits"])
+        if config["lr"] is None:
+            config["lr"] = default_lr(config["time_steps"])
         if args.eval_images is not None and args.eval_images < 1:
             raise RadixSNNError(f"--eval-images must be at least 1, got {args.eval_images}")
         tc = train_config(config)
@@ -140,10 +180,11 @@ def run(args) -> int:
             "spec": qann.spec,
             "config": config,
         }
+        teacher = _teacher(config, qann, runtime.device) if tc.distill > 0 else None
         trainer = Trainer(
             qann, tc, runtime, out,
             train_loader=train_loader, test_loader=test_loader, preprocess=pixels_as_float,
-            meta=meta, progress=not args.no_progress,
+            meta=meta, progress=not args.no_progress, teacher=teacher,
         )
         if state is not None:
             trainer.restore(state)

@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     limit_batches: int | None = None
     clip_grad: float | None = None
+    distill: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 1:
@@ -67,6 +68,8 @@ class TrainConfig:
             raise RadixSNNError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
         if self.clip_grad is not None and self.clip_grad < 0:
             raise RadixSNNError(f"--clip-grad must not be negative, got {self.clip_grad}")
+        if not 0 <= self.distill <= 1:
+            raise RadixSNNError(f"--distill must lie in [0, 1], got {self.distill}")
         if self.limit_batches is not None and self.limit_batches < 1:
             raise RadixSNNError(f"--limit-batches must be at least 1, got {self.limit_batches}")
 
@@ -80,6 +83,28 @@ def learning_rate(config: TrainConfig, epoch: int, progress: float = 0.0) -> flo
     if config.schedule == "step":
         return config.lr * 0.5 ** (epoch // config.step_epochs)
     return 0.5 * config.lr * (1.0 + math.cos(math.pi * (epoch + progress) / config.epochs))
+
+
+def training_loss(
+    logits: torch.Tensor, labels: torch.Tensor, config: TrainConfig, teacher_logits: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy (with ``label_smoothing``), mixed with knowledge distillation when ``distill > 0``:
+
+    ``(1 - d) CE(logits, labels) + d KL(softmax(teacher_logits) || softmax(logits))``
+
+    with ``d = config.distill``: the student (the QANN) learns the teacher's (its own float network's)
+    whole output distribution, not only the label -- the usual remedy for the coarse gradients of
+    very low-bit activations.
+    """
+    d = config.distill
+    ce = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing) if d < 1 else 0.0
+    if d == 0:
+        return ce
+    if teacher_logits is None:
+        raise RadixSNNError("distillation needs the teacher's logits")
+    kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(teacher_logits.float(), dim=1),
+                  reduction="batchmean", log_target=True)
+    return (1 - d) * ce + d * kl
 
 
 def normalize_pixels(mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -103,7 +128,8 @@ class Trainer:
 
     ``preprocess`` turns a uint8 batch into the model's input; ``meta`` (model name, dataset, ...)
     is stored in every checkpoint next to the config and the training state. ``amp`` is ``None``,
-    ``"bf16"`` or ``"fp16"`` (CUDA only).
+    ``"bf16"`` or ``"fp16"`` (CUDA only). ``teacher`` (needed when ``config.distill > 0``) maps the
+    same uint8 batch to the logits the model learns to match (see :func:`training_loss`).
     """
 
     def __init__(
@@ -120,13 +146,17 @@ class Trainer:
         amp: str | None = None,
         channels_last: bool = False,
         progress: bool = True,
+        teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         if amp is not None:
             if amp not in AMP_DTYPES:
                 raise RadixSNNError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
             if runtime.device.type != "cuda":
                 raise RadixSNNError("--amp needs a CUDA device (autocast is used on GPUs only)")
+        if config.distill > 0 and teacher is None:
+            raise RadixSNNError("--distill needs a teacher network")
         self.config = config
+        self.teacher = teacher if config.distill > 0 else None
         self.runtime = runtime
         self.out_dir = Path(out_dir)
         self.train_loader = train_loader
@@ -245,8 +275,12 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self._autocast():
+                teacher_logits = None
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        teacher_logits = self.teacher(images)
                 logits = self.net(self._inputs(images))
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
+                loss = training_loss(logits.float(), labels, self.config, teacher_logits)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
