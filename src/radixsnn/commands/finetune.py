@@ -118,22 +118,23 @@ def _float_model(config: dict) -> torch.nn.Module:
     return load_weights(model, config["weights"]).eval()
 
 
-def _teacher(config: dict, qann: QANN, device: torch.device):
+def _teacher(float_model: torch.nn.Module | None, config: dict, qann: QANN, device: torch.device):
     """The frozen float network as a function of uint8 pixels (the distillation target)."""
-    weights = Path(config["weights"])
-    if not weights.is_file():
-        raise RadixSNNError(f"--distill needs the float checkpoint {weights}, which is missing")
-    model = _float_model(config).to(device).requires_grad_(False)
+    if float_model is None:
+        raise RadixSNNError(f"--distill needs the float checkpoint {config['weights']}, which is missing")
+    model = float_model.to(device).requires_grad_(False)
     attrs = qann.graph.input.attrs
     normalize = normalize_pixels(attrs["mean"], attrs["std"])
     return lambda images: model(normalize(images))
 
 
-def _build_qann(config: dict, train_images: torch.Tensor, device: torch.device, progress: bool) -> QANN:
-    """The calibrated QANN of the float checkpoint (the starting point of fine-tuning)."""
+def _build_qann(
+    float_model: torch.nn.Module, config: dict, train_images: torch.Tensor, device: torch.device, progress: bool
+) -> QANN:
+    """The calibrated QANN of the float network (the starting point of fine-tuning)."""
     try:
         qann = build_qann(
-            _float_model(config), config["time_steps"], config["weight_bits"], config["input_bits"],
+            float_model, config["time_steps"], config["weight_bits"], config["input_bits"],
             act_scale=config["act_scale"],
         )
     except ValueError as exc:
@@ -168,8 +169,13 @@ def run(args) -> int:
         tc = train_config(config)
         train_loader, test_loader = make_loaders(config, args, runtime)
         seed_everything(config["seed"])
+        # Loaded once: the start of a new run, the distillation teacher and the final float accuracy.
+        # A resumed run goes on without the file unless it distils.
+        float_model = _float_model(config) if state is None or Path(config["weights"]).is_file() else None
         if state is None:
-            qann = _build_qann(config, train_loader.images, runtime.device, progress=runtime.is_main and not args.no_progress)
+            qann = _build_qann(
+                float_model, config, train_loader.images, runtime.device, progress=runtime.is_main and not args.no_progress
+            )
         else:
             qann = QANN.from_spec(state.meta["spec"])
         meta = {
@@ -180,7 +186,7 @@ def run(args) -> int:
             "spec": qann.spec,
             "config": config,
         }
-        teacher = _teacher(config, qann, runtime.device) if tc.distill > 0 else None
+        teacher = _teacher(float_model, config, qann, runtime.device) if tc.distill > 0 else None
         trainer = Trainer(
             qann, tc, runtime, out,
             train_loader=train_loader, test_loader=test_loader, preprocess=pixels_as_float,
@@ -203,7 +209,9 @@ def run(args) -> int:
             if not ran and _evaluated(out, len(trainer.history), args):
                 print(f"{out}: all {tc.epochs} epochs are done and evaluated (see {out / 'eval.json'})")
             else:
-                _convert_and_evaluate(trainer.model, config, args, out, runtime.device, len(trainer.history))
+                _convert_and_evaluate(
+                    trainer.model, float_model, config, args, out, runtime.device, len(trainer.history)
+                )
     finally:
         stop_runtime(runtime)
     return 0
@@ -219,11 +227,12 @@ def _evaluated(out: Path, epochs: int, args) -> bool:
         and done.get("eval_images_option") == args.eval_images
 
 
-def _convert_and_evaluate(qann: QANN, config: dict, args, out: Path, device: torch.device, epochs: int) -> dict:
+def _convert_and_evaluate(
+    qann: QANN, float_model: torch.nn.Module | None, config: dict, args, out: Path, device: torch.device, epochs: int
+) -> dict:
     """Write ``OUT/model.snn`` from the fine-tuned QANN and ``OUT/eval.json`` from simulating it."""
     qann.eval()
     weights = Path(config["weights"])
-    float_model = _float_model(config) if weights.is_file() else None
     metadata = {
         "model": config["model"],
         "dataset": config["dataset"],
