@@ -72,9 +72,9 @@ DEFAULTS = {
 def default_lr(time_steps: int) -> float:
     """The default base learning rate at T steps: 0.03 for T <= 2, else 1e-3.
 
-    Measured on ResNet-20 / CIFAR-10 (docs/results.md): at T = 2 the calibrated QANN starts 21 points
-    below the float network and needs large steps (3 epochs: 82.61 % at 1e-3, 85.45 % at 1e-2, 86.30 % at
-    3e-2); at T = 4 it starts 1 point below, and large steps only disturb it (91.29 % at 1e-3, 90.68 % at 3e-2).
+    Measured on ResNet-20 / CIFAR-10, 3 epochs (docs/results.md): at T = 2 the calibrated QANN starts
+    21 points below the float network and needs large steps (85.45 % at 1e-2, 86.30 % at 3e-2); at
+    T = 4 it starts 1 point below, and large steps only disturb it (91.29 % at 1e-3, 90.68 % at 3e-2).
     """
     return 3e-2 if time_steps <= 2 else 1e-3
 
