@@ -18,12 +18,11 @@ import time
 
 import torch
 
-from radixsnn.checkpoint import load_weights
-from radixsnn.convert import build_qann
+import radixsnn as rs
+from radixsnn.core.engines import run_integer, run_spikes
+from radixsnn.core.inputs import normalize
 from radixsnn.data import load_cifar
-from radixsnn.engines import run_integer, run_spikes
-from radixsnn.evaluation import normalize
-from radixsnn.models import create_model
+from radixsnn.models import model_config
 
 
 CLOCK = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -58,16 +57,15 @@ def main():
         torch.set_num_threads(args.threads)
         numba.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = create_model(args.model).eval()
-    if args.weights:
-        load_weights(model, args.weights)
+    model = rs.create_model(args.model, weights=args.weights).eval()
+    config = model_config(args.model)
     if args.data_dir:
         images = load_cifar("cifar10", args.data_dir, train=False)[0][: args.images]
     else:
         images = torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8)
     batches = list(images.split(args.batch_size))
     with torch.no_grad():
-        norm = [normalize(b) for b in batches]
+        norm = [normalize(b, config.mean, config.std) for b in batches]
         f = best_time(model, norm, args.repeats, clock)
     print(f"# {args.model}, {len(images)} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.clock} clock")
@@ -75,7 +73,7 @@ def main():
     print("| T | spike engine s | spikes / (T x float) | integer engine s | integer / float |")
     print("|---|---|---|---|---|")
     for T in [int(t) for t in args.time_steps.split(",")]:
-        qann = build_qann(model, T)
+        qann = rs.quantize(model, T)
         qann.calibrate(images[:256], progress=False)
         snn = qann.to_snn()
         s = best_time(lambda xb: run_spikes(snn, xb), batches, args.repeats, clock)

@@ -19,8 +19,8 @@ training images drawn with seed 0, as ``radixsnn convert`` draws them):
   identical copy of ResNet-20 (``SJResNet``: ReLU modules, ``nn.AdaptiveAvgPool2d``, the option-A
   shortcut as a fixed 1x1 stride-2 convolution with 0/1 weights); the script checks that the copy's
   logits equal the original's before converting.
-* **radixsnn radix SNN**, post-training: ``build_qann`` -> ``calibrate`` -> ``to_snn`` ->
-  ``evaluate_snn(engine="spikes")`` for each ``--radix-steps`` T (exact radix spike simulation).
+* **radixsnn radix SNN**, post-training: ``rs.quantize`` -> ``calibrate`` -> ``to_snn`` ->
+  ``rs.evaluate(engine="spikes")`` for each ``--radix-steps`` T (exact radix spike simulation).
 * optionally (``--rate``) radixsnn's own rate-coded baseline (:mod:`radixsnn.rate`, 99.9th
   percentile of non-zero activations, membranes from 0) as a cross-check of the SpikingJelly numbers.
 
@@ -37,18 +37,20 @@ import argparse
 import copy
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from radixsnn.checkpoint import load_weights
-from radixsnn.commands.convert import calibration_images
-from radixsnn.convert import build_qann
-from radixsnn.data import load_cifar
-from radixsnn.evaluation import evaluate_snn, normalize
-from radixsnn.models import create_model
-from radixsnn.rate import RateSNN
+import radixsnn as rs
+from radixsnn.core.inputs import normalize as normalize_with
+from radixsnn.data import calibration_images, load_cifar
+from radixsnn.experiments.rate import RateSNN
+from radixsnn.models import IMAGENET_MEAN, IMAGENET_STD
+
+# The pretrained CIFAR ResNets of this comparison are normalized with ImageNet statistics.
+normalize = partial(normalize_with, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 class SJBlock(nn.Module):
@@ -166,9 +168,9 @@ def run_radix(model, calib, images, labels, steps, batch_size) -> dict:
     """Post-training radix SNNs, simulated spike by spike."""
     out = {}
     for t in steps:
-        qann = build_qann(model, t)
+        qann = rs.quantize(model, t)
         qann.calibrate(calib, progress=False)
-        res = evaluate_snn(qann.to_snn(), images, labels, engine="spikes", qann=qann, batch_size=batch_size,
+        res = rs.evaluate(qann.to_snn(), images, labels, engine="spikes", qann=qann, batch_size=batch_size,
                            progress=False)
         out[t] = {"accuracy": res["accuracy"], "qann_accuracy": res["qann_accuracy"],
                   "agreement": res["agreement"], "seconds": res["seconds"]}
@@ -191,7 +193,7 @@ def main(argv=None) -> int:
     rate_steps = sorted(int(t) for t in args.rate_steps.split(","))
     radix_steps = sorted(int(t) for t in args.radix_steps.split(","))
 
-    model = load_weights(create_model(args.model), args.weights).eval()
+    model = rs.create_model(args.model, weights=args.weights)
     images, labels = load_cifar("cifar10", args.data_dir, train=False)
     images, labels = images[: args.images], labels[: args.images]
     calib = calibration_images("cifar10", args.data_dir, args.calib_images, seed=0)

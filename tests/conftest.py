@@ -66,17 +66,21 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
 def interrupt_second_epoch(monkeypatch):
-    """Make the shared trainer stop with KeyboardInterrupt (as Ctrl-C would) when epoch 2 begins;
-    returns the original ``train_epoch`` so a test can restore it."""
+    """A function that makes the shared trainer stop with KeyboardInterrupt (as Ctrl-C would) when epoch 2
+    begins; it returns the original ``train_epoch`` so a test can restore it."""
     from radixsnn.training.trainer import Trainer
 
-    original = Trainer.train_epoch
+    def interrupt():
+        original = Trainer.train_epoch
 
-    def stop_in_second_epoch(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
+        def stop_in_second_epoch(self, epoch):
+            if epoch == 1:
+                raise KeyboardInterrupt
+            return original(self, epoch)
 
-    monkeypatch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
-    return original
+        monkeypatch.setattr(Trainer, "train_epoch", stop_in_second_epoch)
+        return original
+
+    return interrupt

@@ -38,7 +38,7 @@ def test_convert_unknown_model(tmp_path):
 @pytest.mark.parametrize("T", [0, 17, -2])
 def test_convert_time_steps_out_of_range(tmp_path, T):
     assert_clean_error(radixsnn("convert", "--model", "resnet20", "--weights", tmp_path / "w.th", "-T", T,
-                                "--out", tmp_path / "o.snn"), "time steps")
+                                "--out", tmp_path / "o.snn"), "--time-steps must be an integer in 1..16")
 
 
 def test_convert_corrupt_weights(tmp_path):

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixsnn.coding import (
+from radixsnn.core.coding import (
     radix_decode,
     radix_encode,
     radix_quantize,

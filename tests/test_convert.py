@@ -7,11 +7,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from radixsnn.convert import ConversionError, build_qann
-from radixsnn.engines import run_integer, run_spikes, spike_maxpool
-from radixsnn.coding import radix_decode, radix_encode
-from radixsnn.evaluation import normalize
+from radixsnn import ConversionError, quantize
+from radixsnn.core.engines import run_integer, run_spikes, spike_maxpool
+from radixsnn.core.coding import radix_decode, radix_encode
+from radixsnn.core.inputs import normalize
 from radixsnn.models.resnet_cifar import OptionAShortcut
+from radixsnn.models import IMAGENET_MEAN, IMAGENET_STD
+
+NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the input normalization of these test models
 
 
 def cbr(cin, cout, **kw):
@@ -121,9 +124,9 @@ def test_float_graph_reproduces_model(name):
     torch.manual_seed(1)
     model = randomize_bn(MODELS[name]())
     x = images(8)
-    qann = build_qann(model, 4, input_shape=(3, 16, 16))
+    qann = quantize(model, 4, input_shape=(3, 16, 16), **NORM)
     with torch.no_grad():
-        assert torch.allclose(qann.float_forward(x), model(normalize(x)), atol=1e-4, rtol=1e-4)
+        assert torch.allclose(qann.float_forward(x), model(normalize(x, IMAGENET_MEAN, IMAGENET_STD)), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -131,7 +134,7 @@ def test_float_graph_reproduces_model(name):
 def test_engines_equal_qann(name, T, input_bits, act_scale):
     torch.manual_seed(2)
     model = randomize_bn(MODELS[name]())
-    qann = build_qann(model, T, input_bits=input_bits, act_scale=act_scale, input_shape=(3, 16, 16))
+    qann = quantize(model, T, input_bits=input_bits, act_scale=act_scale, input_shape=(3, 16, 16), **NORM)
     qann.calibrate(images(32, seed=1), progress=False)
     snn = qann.to_snn()
     x = images(16, seed=3)
@@ -145,7 +148,7 @@ def test_engines_equal_qann(name, T, input_bits, act_scale):
 def test_qann_float32_training_forward_matches_exact():
     torch.manual_seed(3)
     model = randomize_bn(Residual())
-    qann = build_qann(model, 4, input_shape=(3, 16, 16))
+    qann = quantize(model, 4, input_shape=(3, 16, 16), **NORM)
     qann.calibrate(images(32), progress=False)
     qann.eval()
     x = images(16, seed=5)
@@ -156,7 +159,7 @@ def test_qann_float32_training_forward_matches_exact():
 
 def test_gradients_reach_weights_and_scales():
     torch.manual_seed(4)
-    qann = build_qann(randomize_bn(Residual()), 3, input_shape=(3, 16, 16))
+    qann = quantize(randomize_bn(Residual()), 3, input_shape=(3, 16, 16), **NORM)
     qann.calibrate(images(16), progress=False)
     qann.train()
     loss = F.cross_entropy(qann(images(8)), torch.arange(8) % 5)
@@ -170,7 +173,7 @@ def test_conversion_does_not_mutate_the_model():
     model = randomize_bn(VGGLike())
     before = copy.deepcopy(model.state_dict())
     model.train()
-    build_qann(model, 4, input_shape=(3, 16, 16)).calibrate(images(8), progress=False)
+    quantize(model, 4, input_shape=(3, 16, 16), **NORM).calibrate(images(8), progress=False)
     assert model.training
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
@@ -179,7 +182,7 @@ def test_conversion_does_not_mutate_the_model():
 def test_zero_padding_means_normalized_zero():
     """A black border pixel and a padded pixel differ; the first layer's bias map keeps that apart."""
     model = randomize_bn(nn.Sequential(cbr(3, 4), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)))
-    qann = build_qann(model, 8, input_shape=(3, 8, 8))
+    qann = quantize(model, 8, input_shape=(3, 8, 8), **NORM)
     qann.calibrate(images(64, size=8), progress=False)
     snn = qann.to_snn()
     bias = snn.biases[snn.graph.nodes[1].name]
@@ -213,7 +216,7 @@ class ConvAfterConv(nn.Module):
                                          (nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU()), ["GELU", "node"])])
 def test_unsupported_operations_are_named(model, words):
     with pytest.raises(ConversionError) as err:
-        build_qann(model, 4, input_shape=(3, 16, 16))
+        quantize(model, 4, input_shape=(3, 16, 16), **NORM)
     for w in words:
         assert w in str(err.value)
 

@@ -4,18 +4,10 @@ import math
 import pytest
 import torch
 
-from radixsnn.cost import (
-    ANN_OPS_PER_MAC,
-    ann_operations,
-    energy_ann,
-    energy_snn,
-    model_cost,
-    model_macs,
-    reference_operations,
-    snn_operations,
-)
+from radixsnn.core.ops import ANN_OPS_PER_MAC, ann_ops, table_ops
+from radixsnn.experiments.cost import energy_ann, energy_snn, model_cost, model_macs, reference_operations
 from radixsnn.errors import RadixSNNError
-from radixsnn.report import TABLE2, TABLE3, matches, printed_value, relative_error, row_cost
+from radixsnn.experiments.report import TABLE2, TABLE3, matches, printed_value, relative_error, row_cost
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +36,7 @@ def test_every_cell_is_covered():
 
 @pytest.mark.parametrize("row", ROWS, ids=_id)
 def test_paper_cells_reproduced(row):
-    """Within 2 %, or equal at the precision the paper prints (see radixsnn.report.matches)."""
+    """Within 2 %, or equal at the precision the paper prints (see radixsnn.experiments.report.matches)."""
     for column, (ours, printed) in _cells(row).items():
         assert matches(ours, printed), (column, ours, printed, f"{relative_error(ours, printed):+.2%}")
 
@@ -80,29 +72,29 @@ def test_ann_factor_66_is_read_off_table2():
     hi = min(intervals["resnet18"][1], intervals["vgg16"][1])
     assert [k for k in range(1, 200) if lo <= k <= hi] == [ANN_OPS_PER_MAC] == [66]
     assert not intervals["mobilenet"][0] <= 66 <= intervals["mobilenet"][1]
-    assert abs(relative_error(ann_operations(model_macs("mobilenet")), "3.07e9")) < 0.005
+    assert abs(relative_error(ann_ops(model_macs("mobilenet")), "3.07e9")) < 0.005
 
 
 def test_vgg9_rows_need_the_convolution_only_count():
     """Lee et al.'s full VGG-9 (with the 4096->1024 hidden layer) misses the T=4 cell by 2.5 %."""
     full = model_macs("vgg9", "cifar10", "all")
-    assert not matches(snn_operations(full, 4), "0.76e9")
-    assert not matches(snn_operations(full, 100) / reference_operations("cifar10"), "0.92")
+    assert not matches(table_ops(full, 4), "0.76e9")
+    assert not matches(table_ops(full, 100) / reference_operations("cifar10"), "0.92")
     conv = model_macs("vgg9", "cifar10", "conv")
     value, unit = printed_value("19.1e9")
-    assert value - unit / 2 <= snn_operations(conv, 100) <= value + unit / 2
+    assert value - unit / 2 <= table_ops(conv, 100) <= value + unit / 2
 
 
 def test_operation_rules():
-    assert snn_operations(313_201_664, 8) == 2_505_613_312
-    assert ann_operations(10) == 660
+    assert table_ops(313_201_664, 8) == 2_505_613_312
+    assert ann_ops(10) == 660
     assert reference_operations("cifar10") == 66 * 313_201_664
     cost = model_cost("vgg16", 8)
     assert cost.ann_latency == 1.0
     assert cost.snn_latency == pytest.approx(8 / 66)
     assert model_cost("vgg16", 4, "cifar100").macs == 313_201_664 + 512 * 90
     with pytest.raises(RadixSNNError):
-        snn_operations(100, 0)
+        table_ops(100, 0)
     with pytest.raises(RadixSNNError):
         model_cost("vgg17", 4)
     with pytest.raises(RadixSNNError):

@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixsnn.augment import cifar_augment, random_crop, random_hflip
+from radixsnn.data.augment import cifar_augment, random_crop, random_hflip
 from radixsnn.data import (
     DataError,
     download_dataset,
@@ -26,7 +26,7 @@ from radixsnn.data import (
     prepare_dataset,
 )
 from radixsnn.errors import RadixSNNError
-from radixsnn.loader import DeviceLoader
+from radixsnn.data.loader import DeviceLoader
 
 
 # --------------------------------------------------------------------------- fake archives
@@ -141,7 +141,7 @@ def test_missing_data_without_download_names_the_flag(tmp_path):
 
 
 def test_archive_already_in_data_dir_is_extracted_without_network(tmp_path, monkeypatch):
-    import radixsnn.data as data
+    import radixsnn.data.datasets as data
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -5,18 +5,17 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import interrupt_second_epoch
 import torch
 from safetensors import safe_open
 
-from radixsnn.checkpoint import load_weights
+from radixsnn.models.weights import load_weights
 from radixsnn.cli import main
-from radixsnn.convert import build_qann
+from radixsnn import quantize
 from radixsnn.data import load_cifar
 from radixsnn.errors import RadixSNNError
 from radixsnn.models import create_model, list_models
-from radixsnn.qann import QANN
-from radixsnn.snn import IntegerSNN
+from radixsnn.core.qann import QANN
+from radixsnn.core.snn import IntegerSNN
 from radixsnn.training import load_run
 from radixsnn.training.trainer import Trainer, TrainConfig, training_loss
 
@@ -61,7 +60,7 @@ def test_finetune_pretrained_resnet20_converts_and_matches_exactly(tmp_path, cif
 
     # Fine-tuning moved the parameters away from the calibrated starting point (same calibration draw).
     images, _ = load_cifar("cifar10", cifar10_dir, train=True)
-    start = build_qann(load_weights(create_model("resnet20"), resnet20_weights), 3)
+    start = quantize(create_model("resnet20", weights=resnet20_weights), 3)
     start.calibrate(images[:64][torch.randperm(64, generator=torch.Generator().manual_seed(0))], progress=False)
     tuned = load_run(out / "last").model_state
     assert any(not torch.equal(v, tuned[k]) for k, v in start.state_dict().items())
@@ -84,7 +83,7 @@ def digits_float(tmp_path) -> Path:
     return out / "best.safetensors"
 
 
-def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, monkeypatch):
+def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, monkeypatch, interrupt_second_epoch):
     common = [
         "--model", "resnet20", "--dataset", "digits", "--weights", str(digits_float), "--time-steps", "2",
         "--epochs", "2", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8",
@@ -93,7 +92,7 @@ def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, mo
     ]
     assert main(["finetune", "--out", str(tmp_path / "straight"), *common]) == 0
 
-    original = interrupt_second_epoch(monkeypatch)
+    original = interrupt_second_epoch()
     assert main(["finetune", "--out", str(tmp_path / "stopped"), *common]) == 130
     assert not (tmp_path / "stopped" / "model.snn").exists()
     monkeypatch.setattr(Trainer, "train_epoch", original)
@@ -139,7 +138,7 @@ TINY_PLAN = {"train_subset": 32, "train_epochs": 1, "finetune_subset": 16, "test
 
 def test_demo_without_cifar_uses_digits_and_checks_exactness(tmp_path, monkeypatch, capsys):
     pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
-    from radixsnn.commands import demo
+    from radixsnn.cli import demo
 
     import radixsnn.data as data
 
@@ -164,7 +163,7 @@ def test_demo_without_cifar_uses_digits_and_checks_exactness(tmp_path, monkeypat
 
 
 def test_demo_with_cifar10_uses_the_pretrained_resnet20(tmp_path, monkeypatch, capsys, cifar10_dir, models_dir):
-    from radixsnn.commands import demo
+    from radixsnn.cli import demo
 
     monkeypatch.setitem(demo.PLAN, "cifar10", TINY_PLAN)
     monkeypatch.setenv("RADIXSNN_MODELS_DIR", str(models_dir))
@@ -197,7 +196,7 @@ def test_distillation_loss_mixes_cross_entropy_and_kl():
     same = training_loss(logits, labels, TrainConfig(epochs=1, distill=1.0), logits.detach())
     (grad,) = torch.autograd.grad(same, logits)
     assert float(same.detach()) == pytest.approx(0.0, abs=1e-7) and float(grad.abs().max()) < 1e-7
-    with pytest.raises(RadixSNNError, match="--distill must lie in"):
+    with pytest.raises(RadixSNNError, match="^distill must lie in"):
         TrainConfig(epochs=1, distill=1.5)
 
 
@@ -218,6 +217,6 @@ def test_finetune_with_distillation_changes_the_result(tmp_path, digits_float):
 
 
 def test_default_learning_rate_depends_on_time_steps():
-    from radixsnn.commands.finetune import default_lr
+    from radixsnn.training import default_lr
 
     assert [default_lr(t) for t in (1, 2, 3, 4, 8)] == [3e-2, 3e-2, 1e-3, 1e-3, 1e-3]

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
-from radixsnn.cost import synaptic_ops
+from radixsnn.core.ops import synaptic_ops
 from radixsnn.errors import RadixSNNError
-from radixsnn.macs import LayerGeometry, count_macs, fanout_map
+from radixsnn.core.ops import LayerGeometry, count_macs, fanout_map
 from radixsnn.models import create_model, list_models
 
 
@@ -28,17 +28,17 @@ EXPECTED_MACS = {
 
 
 def test_issue_targets():
-    macs = {name: count_macs(create_model(name, 10)).total for name in EXPECTED_MACS}
+    macs = {name: count_macs(create_model(name, num_classes=10)).total for name in EXPECTED_MACS}
     assert macs == EXPECTED_MACS
     assert abs(macs["vgg16"] / 313e6 - 1) < 0.005
     assert abs(macs["resnet18"] / 556e6 - 1) < 0.005
     assert 46e6 <= macs["mobilenet"] <= 47e6
     assert abs(macs["resnet20"] / 41e6 - 1) < 0.02
-    assert count_macs(create_model("vgg9", 10)).total_of("conv") == 190_513_152
+    assert count_macs(create_model("vgg9", num_classes=10)).total_of("conv") == 190_513_152
 
 
 def test_hand_count_of_the_first_vgg16_layer():
-    layer = count_macs(create_model("vgg16", 10)).layers[0]
+    layer = count_macs(create_model("vgg16", num_classes=10)).layers[0]
     assert (layer.kind, layer.fan_in, layer.neurons) == ("conv", 3 * 3 * 3, 64 * 32 * 32)
     assert layer.macs == 27 * 65536
     # 3x3 taps that land inside a 32x32 map, summed over the outputs: 94 per axis (96 - 2 at the border)
@@ -48,7 +48,7 @@ def test_hand_count_of_the_first_vgg16_layer():
 @pytest.mark.parametrize("name", list_models())
 def test_total_matches_torch_flop_counter(name):
     """FlopCounterMode counts 2 FLOPs per conv/matmul multiply-accumulate (biases not counted)."""
-    model = create_model(name, 100).eval()
+    model = create_model(name, num_classes=100).eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 3, 32, 32))
     assert counter.get_total_flops() == 2 * count_macs(model).total
@@ -56,7 +56,7 @@ def test_total_matches_torch_flop_counter(name):
 
 @pytest.mark.parametrize("name", ["vgg16", "resnet18", "mobilenet", "resnet20", "vgg9"])
 def test_fanout_maps_sum_to_synapses(name):
-    for layer in count_macs(create_model(name, 10)).layers:
+    for layer in count_macs(create_model(name, num_classes=10)).layers:
         fan = fanout_map(layer, layer.in_shape)
         assert fan.shape == layer.in_shape and fan.dtype == torch.int64
         assert int(fan.sum()) == layer.synapses
@@ -66,7 +66,7 @@ def test_fanout_maps_sum_to_synapses(name):
 
 
 def test_count_macs_batch_and_mode():
-    model = create_model("resnet20", 10).train()
+    model = create_model("resnet20", num_classes=10).train()
     a = count_macs(model, (4, 3, 32, 32))
     b = count_macs(model, (3, 32, 32))
     assert model.training

@@ -40,7 +40,7 @@ def test_registry_has_the_paper_models():
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("classes", [10, 100])
 def test_forward_shape(name, classes):
-    model = create_model(name, classes).eval()
+    model = create_model(name, num_classes=classes).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, classes)
@@ -50,7 +50,7 @@ def test_forward_shape(name, classes):
 @pytest.mark.parametrize("name", list_models())
 def test_fx_traceable_with_supported_ops(name):
     torch.manual_seed(0)
-    model = create_model(name, 10).eval()
+    model = create_model(name, num_classes=10).eval()
     traced = torch.fx.symbolic_trace(model)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -67,17 +67,17 @@ def test_fx_traceable_with_supported_ops(name):
 
 @pytest.mark.parametrize("name", list_models())
 def test_parameter_count(name):
-    n10 = sum(p.numel() for p in create_model(name, 10).parameters())
+    n10 = sum(p.numel() for p in create_model(name, num_classes=10).parameters())
     assert n10 == PARAMS_10.get(name, n10)
     assert 10_000 < n10 < 50_000_000
     # 100 classes add 90 rows to the last linear layer (weights and biases).
-    fc_in = [m for m in create_model(name, 100).modules() if isinstance(m, nn.Linear)][-1].in_features
-    assert sum(p.numel() for p in create_model(name, 100).parameters()) == n10 + 90 * (fc_in + 1)
+    fc_in = [m for m in create_model(name, num_classes=100).modules() if isinstance(m, nn.Linear)][-1].in_features
+    assert sum(p.numel() for p in create_model(name, num_classes=100).parameters()) == n10 + 90 * (fc_in + 1)
 
 
 def test_vgg9_layout_is_lee_et_al():
     """7 convolutions 64-64-128-128-256-256-256 with 2x2 average pooling, then 4096-1024-classes."""
-    model = create_model("vgg9", 10)
+    model = create_model("vgg9", num_classes=10)
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     assert [c.out_channels for c in convs] == [64, 64, 128, 128, 256, 256, 256]

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixsnn.neuron import neuron_output_value, radix_lif, radix_lif_fused, radix_lif_step, radix_readout
+from radixsnn.core.neuron import neuron_output_value, radix_lif, radix_lif_fused, radix_lif_step, radix_readout
 
 
 def algorithm1(currents, bias, steps):

@@ -8,9 +8,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixsnn.evaluation import normalize
+from radixsnn.core.inputs import normalize
 from radixsnn.errors import RadixSNNError
-from radixsnn.rate import RateSNN
+from radixsnn.experiments.rate import RateSNN
+from radixsnn.models import IMAGENET_MEAN, IMAGENET_STD
+
+NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the input normalization of these test models
 
 
 class OneHidden(nn.Module):
@@ -51,7 +54,7 @@ def _images(n, size=4, seed=0):
 
 def _hidden(model: OneHidden, images):
     with torch.no_grad():
-        return F.relu(model.conv(normalize(images)))
+        return F.relu(model.conv(normalize(images, IMAGENET_MEAN, IMAGENET_STD)))
 
 
 @settings(max_examples=20, deadline=None)
@@ -64,10 +67,10 @@ def test_one_layer_error_is_bounded_by_threshold_over_T(seed, steps, half):
     model = OneHidden().eval()
     images = _images(5, seed=seed)
     lam = float(_hidden(model, images).max()) + 1e-3  # threshold at the maximum: no clipping
-    snn = RateSNN(model, {"relu": lam}, init_membrane=0.5 if half else 0.0)
+    snn = RateSNN(model, {"relu": lam}, init_membrane=0.5 if half else 0.0, **NORM)
     logits, activity = snn.run(images, [steps])
     with torch.no_grad():
-        ann = model(normalize(images))
+        ann = model(normalize(images, IMAGENET_MEAN, IMAGENET_STD))
     per_pos = (1.0 if half else 2.0) * lam / (2 * steps)
     bound = model.fc.weight.abs().sum(1) * per_pos + 1e-4
     assert torch.all((logits[steps] - ann).abs() <= bound)
@@ -80,7 +83,7 @@ def test_one_layer_spike_counts_are_floors():
         model.conv.weight.zero_()
         model.conv.bias.copy_(torch.tensor([0.375, 0.8125]))
     images = _images(1)
-    snn = RateSNN(model, {"relu": 1.0})
+    snn = RateSNN(model, {"relu": 1.0}, **NORM)
     state_counts = {}
     for steps in (1, 7, 16, 100):
         _, activity = snn.run(images, [steps])
@@ -95,12 +98,12 @@ def test_operation_counts_follow_fan_out():
     # spike then reaches the 3 readout units through the average pool: 3 accumulates per spike.
     model = OneHidden().eval()
     images = _images(2)
-    snn = RateSNN(model, {"relu": 0.5})
+    snn = RateSNN(model, {"relu": 0.5}, **NORM)
     _, activity = snn.run(images, [10])
     a = activity[10]
     assert a["input_macs"] == 2 * 16 * 6 * 3 * 10
     assert a["synaptic_ops"] == 3 * a["spikes"]
-    assert snn.ann_ops(normalize(images)) == 2 * (16 * 6 * 3 + 16 * 6 * 3)
+    assert snn.ann_ops(normalize(images, IMAGENET_MEAN, IMAGENET_STD)) == 2 * (16 * 6 * 3 + 16 * 6 * 3)
 
 
 def test_residual_spikes_count_one_accumulate_each():
@@ -119,10 +122,10 @@ def test_residual_spikes_count_one_accumulate_each():
     torch.manual_seed(1)
     model = Res().eval()
     images = _images(3)
-    snn = RateSNN(model, {"relu": 0.3, "relu_1": 0.3})
+    snn = RateSNN(model, {"relu": 0.3, "relu_1": 0.3}, **NORM)
     _, activity = snn.run(images, [12])
     # the same network with one layer's neurons silenced (threshold beyond reach) isolates each total
-    s_b = activity[12]["spikes"] - RateSNN(model, {"relu": 0.3, "relu_1": 1e9}).run(images, [12])[1][12]["spikes"]
+    s_b = activity[12]["spikes"] - RateSNN(model, {"relu": 0.3, "relu_1": 1e9}, **NORM).run(images, [12])[1][12]["spikes"]
     s_a = activity[12]["spikes"] - s_b
     assert activity[12]["spikes"] == s_a + s_b
     # a: 2 synapses through conv2 plus 1 through the shortcut; b: 1 readout synapse
@@ -137,10 +140,10 @@ def test_deep_network_converges_to_float_network():
         model.bn1.running_var.uniform_(0.5, 2.0)
         model.bn1.weight.uniform_(0.5, 1.5)
     images = _images(8, size=8)
-    snn = RateSNN.from_calibration(model, images, percentile=100.0, init_membrane=0.5)
+    snn = RateSNN.from_calibration(model, images, percentile=100.0, init_membrane=0.5, **NORM)
     logits, _ = snn.run(images, [8, 64, 512])
     with torch.no_grad():
-        ann = model(normalize(images))
+        ann = model(normalize(images, IMAGENET_MEAN, IMAGENET_STD))
     err = {t: float((logits[t] - ann).abs().max()) for t in logits}
     scale = float(ann.abs().max())
     assert err[512] < err[64] < err[8]
@@ -151,30 +154,30 @@ def test_float_logits_match_model_after_bn_folding():
     torch.manual_seed(0)
     model = Deep().eval()
     images = _images(4, size=8)
-    snn = RateSNN(model)
+    snn = RateSNN(model, **NORM)
     with torch.no_grad():
-        assert torch.allclose(snn.float_logits(images), model(normalize(images)), atol=1e-5)
+        assert torch.allclose(snn.float_logits(images), model(normalize(images, IMAGENET_MEAN, IMAGENET_STD)), atol=1e-5)
 
 
 def test_bad_thresholds_are_rejected():
     model = OneHidden().eval()
     with pytest.raises(RadixSNNError):
-        RateSNN(model, {"relu": 0.0})
+        RateSNN(model, {"relu": 0.0}, **NORM)
     with pytest.raises(RadixSNNError):
-        RateSNN(model, {"other": 1.0})
+        RateSNN(model, {"other": 1.0}, **NORM)
     with pytest.raises(RadixSNNError):
-        RateSNN(model, None, init_membrane=1.5)
+        RateSNN(model, None, init_membrane=1.5, **NORM)
 
 
 @pytest.mark.cifar
 @pytest.mark.pretrained
 @pytest.mark.slow
 def test_resnet20_rate_snn_on_cifar10(cifar10_dir, resnet20_weights):
-    from radixsnn.checkpoint import load_weights
+    from radixsnn.models.weights import load_weights
     from radixsnn.data import load_cifar
     from radixsnn.models import create_model
 
-    model = load_weights(create_model("resnet20"), resnet20_weights).eval()
+    model = create_model("resnet20", weights=resnet20_weights)
     images, labels = load_cifar("cifar10", cifar10_dir, train=False)
     calib, _ = load_cifar("cifar10", cifar10_dir, train=True)
     snn = RateSNN.from_calibration(model, calib[:128], percentile=99.9, init_membrane=0.5)

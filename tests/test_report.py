@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from radixsnn.commands import ops, report, reproduce
+from radixsnn.cli import ops, report, reproduce
 from radixsnn.errors import RadixSNNError
-from radixsnn.report import TABLE2, TABLE3, collect_results, read_results, report_markdown
+from radixsnn.experiments.recipes import load_recipe
+from radixsnn.experiments.report import TABLE2, TABLE3, collect_results, read_results, report_markdown
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -92,7 +93,7 @@ def test_ops_command_json(tmp_path, capsys):
     assert run_cli(["ops", "--model", "resnet18", "--time-steps", "8", "--dataset", "cifar100", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["macs"] == 555_468_800
-    assert data["snn_ops"] == 8 * 555_468_800 and data["ann_ops"] == 66 * 555_468_800
+    assert data["ops_table"] == 8 * 555_468_800 and data["ann_ops"] == 66 * 555_468_800
     assert data["latency"] == pytest.approx(8 * 555_468_800 / (66 * 313_247_744))
     assert data["ann_latency"] == pytest.approx(555_468_800 / 313_247_744)
     assert sum(layer["macs"] for layer in data["per_layer"]) == data["macs"]
@@ -112,7 +113,7 @@ def test_ops_command_conv_only_and_errors(capsys):
 
 
 def test_recipes_cover_every_radix_row():
-    recipes = [reproduce.load_recipe(path) for path in sorted(CONFIGS.glob("*.toml"))]
+    recipes = [load_recipe(path) for path in sorted(CONFIGS.glob("*.toml"))]
     covered = {(r.model, r.dataset, r.time_steps) for r in recipes}
     rows = {(r.model, r.dataset, r.time_steps) for r in TABLE2 + TABLE3 if r.method == "radix"}
     assert covered == rows and len(recipes) == len(rows) == 14
@@ -140,7 +141,7 @@ def test_recipe_errors(tmp_path):
         return path
 
     good = '[row]\nmodel = "vgg16"\ndataset = "cifar10"\ntime_steps = 8\nweight_bits = 8\n'
-    assert reproduce.load_recipe(recipe(good)).out == Path("runs/vgg16-cifar10")
+    assert load_recipe(recipe(good)).out == Path("runs/vgg16-cifar10")
     for text, message in [
         (good.replace('"vgg16"', '"vgg17"'), "unknown model"),
         (good.replace('"cifar10"', '"mnist"'), "dataset must be"),
@@ -151,21 +152,21 @@ def test_recipe_errors(tmp_path):
         ("[row\n", "not valid TOML"),
     ]:
         with pytest.raises(RadixSNNError, match=message):
-            reproduce.load_recipe(recipe(text))
+            load_recipe(recipe(text))
     with pytest.raises(RadixSNNError, match="not found"):
-        reproduce.load_recipe(tmp_path / "none.toml")
+        load_recipe(tmp_path / "none.toml")
 
 
 def test_recipe_command_lines_parse_with_train_and_finetune():
     """Every option a recipe passes on is one `radixsnn train` / `finetune` accept."""
-    from radixsnn.commands import finetune, train
+    from radixsnn.cli import finetune, train
 
     parser = argparse.ArgumentParser(prog="radixsnn")
     sub = parser.add_subparsers(dest="command", required=True)
     train.register(sub)
     finetune.register(sub)
     for path in sorted(CONFIGS.glob("*.toml")):
-        recipe = reproduce.load_recipe(path)
+        recipe = load_recipe(path)
         train_args, finetune_args = (parser.parse_args(argv) for argv in recipe.commands())
         assert (train_args.model, train_args.dataset, train_args.epochs) == (recipe.model, recipe.dataset, recipe.train["epochs"])
         assert (finetune_args.time_steps, finetune_args.weight_bits) == (recipe.time_steps, recipe.weight_bits)

@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from radixsnn.activations import activation_scales, iter_relu_activations
-from radixsnn.coding import radix_quantize, rate_quantize
-from radixsnn.coding_error import coding_error, radix_pow2_quantize, write_csv
+from radixsnn.experiments.activations import activation_scales, iter_relu_activations
+from radixsnn.core.coding import radix_quantize, rate_quantize
+from radixsnn.experiments.coding_error import coding_error, radix_pow2_quantize, write_csv
+from radixsnn.models import IMAGENET_MEAN, IMAGENET_STD
+
+NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the input normalization of these test models
 
 
 class Tiny(nn.Module):
@@ -56,8 +59,8 @@ def test_streamed_statistics_equal_a_direct_computation():
     model = Tiny().eval()
     images = _images(7)
     # batches of 3 (the last one short) must give what one pass over everything gives
-    report = coding_error(model, images, radix_steps=[1, 3, 8], rate_steps=[1, 5, 64], batch_size=3, progress=False)
-    acts = next(iter_relu_activations(model, images, batch_size=len(images)))
+    report = coding_error(model, images, radix_steps=[1, 3, 8], rate_steps=[1, 5, 64], batch_size=3, progress=False, **NORM)
+    acts = next(iter_relu_activations(model, images, batch_size=len(images), **NORM))
     scaled = torch.cat([(a / a.max()).flatten().double() for a in acts.values()])
     assert report.activations == scaled.numel()
     assert report.zero_fraction == pytest.approx(float((scaled == 0).double().mean()))
@@ -72,7 +75,7 @@ def test_streamed_statistics_equal_a_direct_computation():
 
 def test_one_step_radix_and_rate_coincide():
     model = Tiny().eval()
-    report = coding_error(model, _images(4), radix_steps=[1, 2], rate_steps=[1, 2, 3], progress=False)
+    report = coding_error(model, _images(4), radix_steps=[1, 2], rate_steps=[1, 2, 3], progress=False, **NORM)
     assert report.rmse("radix", 1) == report.rmse("rate", 1)
     assert report.rmse("radix", 2) == report.rmse("rate", 3)  # both grids are k/3
     assert report.matching_rate_steps(2) <= 3
@@ -85,7 +88,7 @@ def test_uniform_values_give_the_textbook_rmse():
             return F.relu(x)
 
     images = torch.arange(256, dtype=torch.uint8).repeat(3 * 64 * 64 // 256 * 4).view(-1, 3, 32, 32)
-    report = coding_error(Id(), images, radix_steps=[4], rate_steps=[16], progress=False)
+    report = coding_error(Id(), images, radix_steps=[4], rate_steps=[16], progress=False, **NORM)
     # the non-zero scaled values are an even grid over (0, 1] (zeros are exact and dilute the RMSE)
     nonzero = math.sqrt(1 - report.zero_fraction)
     assert report.rmse("radix", 4) / nonzero == pytest.approx(1 / 15 / math.sqrt(12), rel=0.05)
@@ -96,20 +99,20 @@ def test_percentile_scale_clips_and_counts():
     torch.manual_seed(0)
     model = Tiny().eval()
     images = _images(6)
-    scales = activation_scales(model, images, percentile=90.0)
-    acts = next(iter_relu_activations(model, images, batch_size=6))
+    scales = activation_scales(model, images, percentile=90.0, **NORM)
+    acts = next(iter_relu_activations(model, images, batch_size=6, **NORM))
     for name, a in acts.items():
         nz = a[a > 0].flatten()
         rank = int(round(0.9 * nz.numel()))
         assert scales[name] == float(nz.kthvalue(rank).values)
-    report = coding_error(model, images, radix_steps=[4], rate_steps=[4], percentile=90.0, progress=False)
+    report = coding_error(model, images, radix_steps=[4], rate_steps=[4], percentile=90.0, progress=False, **NORM)
     above = sum(int((a > scales[name]).sum()) for name, a in acts.items())
     assert above > 0
     assert report.clipped_fraction == above / report.activations
 
 
 def test_csv_lists_every_row(tmp_path):
-    report = coding_error(Tiny().eval(), _images(2), radix_steps=[1, 2], rate_steps=[4], progress=False)
+    report = coding_error(Tiny().eval(), _images(2), radix_steps=[1, 2], rate_steps=[4], progress=False, **NORM)
     write_csv(report, tmp_path / "e.csv")
     lines = (tmp_path / "e.csv").read_text().splitlines()
     assert lines[0] == "coding,time_steps,rmse,min_residual,max_residual"
@@ -123,7 +126,7 @@ def test_csv_lists_every_row(tmp_path):
 def test_rmse_command_on_resnet20(tmp_path, cifar10_dir, resnet20_weights):
     import argparse
 
-    from radixsnn.commands import rmse
+    from radixsnn.cli import rmse
 
     parser = argparse.ArgumentParser()
     rmse.register(parser.add_subparsers())

@@ -3,16 +3,20 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from radixsnn.convert import build_qann
-from radixsnn.engines import run_integer
+from radixsnn import quantize
+from radixsnn.core.engines import run_integer
 from radixsnn.errors import RadixSNNError
-from radixsnn.snn import IntegerSNN
+from radixsnn.core.qann import QANN
+from radixsnn.core.snn import IntegerSNN
+from radixsnn.models import IMAGENET_MEAN, IMAGENET_STD
+
+NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the input normalization of these test models
 
 
 def small_snn(T=4):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
-    qann = build_qann(model, T, input_shape=(3, 8, 8))
+    qann = quantize(model, T, input_shape=(3, 8, 8), **NORM)
     qann.calibrate(torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8), progress=False)
     return qann.to_snn({"model": "tiny", "config": {"T": T}})
 
@@ -25,7 +29,7 @@ def test_save_load_round_trip(tmp_path):
     assert back.metadata == {"model": "tiny", "config": {"T": 4}}
     x = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8)
     assert torch.equal(run_integer(back, x).logits, run_integer(snn, x).logits)
-    qann = back.load_qann()
+    qann = QANN.from_snn(back)
     assert torch.equal(qann.integer_logits(x), run_integer(snn, x).logits)
     assert qann.to_snn().equals(snn)
 

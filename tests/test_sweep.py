@@ -9,10 +9,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from radixsnn.commands._model_args import int_list
-from radixsnn.convert import build_qann
+from radixsnn.cli.options import int_list
+from radixsnn import quantize
 from radixsnn.errors import RadixSNNError
-from radixsnn.sweep import add_efficiency, finetune_qann, sweep
+from radixsnn.data.loader import DeviceLoader
+from radixsnn.experiments.sweep import add_efficiency, sweep
+from radixsnn.training import TrainConfig, finetune
+from radixsnn.models import IMAGENET_MEAN, IMAGENET_STD
+
+NORM = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}  # the input normalization of these test models
 
 
 class Small(nn.Module):
@@ -35,11 +40,11 @@ def _data(n, seed=0):
 
 
 def test_efficiency_is_inverse_ops_times_bits():
-    rows = [{"ops": 100 * t, "weight_bits": b} for b in (8, 3) for t in (2, 4, 8)]
+    rows = [{"ops_graph": 100 * t, "weight_bits": b} for b in (8, 3) for t in (2, 4, 8)]
     add_efficiency(rows)
     best = min(rows, key=lambda r: r["cost"])
-    assert best["efficiency"] == 1.0 and best["weight_bits"] == 3 and best["ops"] == 200
-    by = {(r["weight_bits"], r["ops"]): r["efficiency"] for r in rows}
+    assert best["efficiency"] == 1.0 and best["weight_bits"] == 3 and best["ops_graph"] == 200
+    by = {(r["weight_bits"], r["ops_graph"]): r["efficiency"] for r in rows}
     for ops in (200, 400, 800):
         assert by[(8, ops)] / by[(3, ops)] == pytest.approx(3 / 8)  # 8-bit: 62.5 % less efficient
     assert by[(3, 800)] == pytest.approx(by[(3, 200)] / 4)
@@ -49,13 +54,13 @@ def test_sweep_points_agree_exactly_with_their_qann():
     torch.manual_seed(0)
     model = Small().eval()
     images, labels = _data(40)
-    rows = sweep(model, images, labels, images[:20], [2, 5], [8, 3], progress=False)
+    rows = sweep(model, images, labels, images[:20], [2, 5], [8, 3], progress=False, **NORM)
     assert [(r["weight_bits"], r["time_steps"], r["mode"]) for r in rows] == [
         (8, 2, "post-training"), (8, 5, "post-training"), (3, 2, "post-training"), (3, 5, "post-training")]
     for r in rows:
         assert r["agreement"] == 1.0
         assert r["accuracy"] == r["qann_accuracy"]
-    ops = {(r["weight_bits"], r["time_steps"]): r["ops"] for r in rows}
+    ops = {(r["weight_bits"], r["time_steps"]): r["ops_graph"] for r in rows}
     assert ops[(8, 2)] == ops[(3, 2)] < ops[(8, 5)]
 
 
@@ -63,11 +68,15 @@ def test_short_finetuning_lowers_the_loss_and_adds_rows():
     torch.manual_seed(0)
     model = Small().eval()
     images, labels = _data(256, seed=1)
-    qann = build_qann(model, 3, weight_bits=4, input_shape=(3, 8, 8))
+    qann = quantize(model, 3, weight_bits=4, input_shape=(3, 8, 8), **NORM)
     qann.calibrate(images[:64], progress=False)
-    losses = finetune_qann(qann, images, labels, steps=120, batch_size=32, lr=0.05, progress=False)
-    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20
-    rows = sweep(model, images[:32], labels[:32], images[:32], [3], [4], finetune_steps=5, train_images=images,
+    loader = DeviceLoader(images, labels, 32, train=True, augment=None)  # 8 batches per epoch
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.05, weight_decay=0.0, schedule="constant", clip_grad=1.0,
+                         max_steps=120)
+    trainer = finetune(qann, loader, config, progress=False, progress_lines=False)
+    assert trainer.steps_done == 120 and len(trainer.history) == 15
+    assert trainer.history[-1]["train_loss"] < trainer.history[0]["train_loss"]
+    rows = sweep(model, images[:32], labels[:32], images[:32], [3], [4], finetune_steps=5, train_images=images, **NORM,
                  train_labels=labels, progress=False)
     assert [r["mode"] for r in rows] == ["post-training", "fine-tuned"]
     assert rows[1]["finetune_steps"] == 5 and rows[1]["agreement"] == 1.0
@@ -77,11 +86,11 @@ def test_bad_sweep_arguments():
     model = Small().eval()
     images, labels = _data(4)
     with pytest.raises(RadixSNNError):
-        sweep(model, images, labels, images, [0], [8], progress=False)
+        sweep(model, images, labels, images, [0], [8], progress=False, **NORM)
     with pytest.raises(RadixSNNError):
-        sweep(model, images, labels, images, [4], [1], progress=False)
+        sweep(model, images, labels, images, [4], [1], progress=False, **NORM)
     with pytest.raises(RadixSNNError):
-        sweep(model, images, labels, images, [4], [8], finetune_steps=3, progress=False)
+        sweep(model, images, labels, images, [4], [8], finetune_steps=3, progress=False, **NORM)
 
 
 def test_step_lists():
@@ -96,7 +105,7 @@ def test_step_lists():
 @pytest.mark.cifar
 @pytest.mark.pretrained
 def test_sweep_command_on_resnet20(tmp_path, cifar10_dir, resnet20_weights):
-    from radixsnn.commands import sweep as sweep_cmd
+    from radixsnn.cli import sweep as sweep_cmd
 
     parser = argparse.ArgumentParser()
     sweep_cmd.register(parser.add_subparsers())

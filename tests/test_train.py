@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import interrupt_second_epoch
 import torch
 from safetensors import safe_open
 
-from radixsnn.checkpoint import load_weights
+from radixsnn.models.weights import load_weights
 from radixsnn.cli import main
 from radixsnn.models import create_model, list_models
 from radixsnn.training import TrainConfig, learning_rate, load_run, save_run
@@ -66,17 +65,17 @@ def test_every_registered_model_trains_and_writes_a_complete_checkpoint(tmp_path
     assert meta == json.loads((out / "best.json").read_text()) | {"optimizer": meta["optimizer"]}
     # The run's weights load as a plain float checkpoint; they moved away from the seeded initial weights.
     torch.manual_seed(0)
-    initial = create_model(name, 10).state_dict()
-    trained = load_weights(create_model(name, 10), out / "last.safetensors").state_dict()
+    initial = create_model(name, num_classes=10).state_dict()
+    trained = load_weights(create_model(name, num_classes=10), out / "last.safetensors").state_dict()
     assert any(not torch.equal(initial[k], trained[k]) for k in initial if initial[k].is_floating_point())
 
 
 # --------------------------------------------------------------------------- resume
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch, interrupt_second_epoch):
     args = ["--model", "resnet20", "--epochs", "3", "--schedule", "cosine", "--seed", "7"]
     assert train(tmp_path / "straight", *args) == 0
 
-    original = interrupt_second_epoch(monkeypatch)
+    original = interrupt_second_epoch()
     assert train(tmp_path / "stopped", *args) == 130
     assert json.loads((tmp_path / "stopped" / "last.json").read_text())["epoch"] == 1
     monkeypatch.setattr(Trainer, "train_epoch", original)
@@ -133,7 +132,7 @@ def test_existing_run_needs_resume(tmp_path, capsys):
     out = tmp_path / "run"
     assert train(out, "--model", "resnet20", "--epochs", "1", "--limit-batches", "1") == 0
     assert train(out, "--model", "resnet20", "--epochs", "1") == 2
-    assert "pass --resume" in capsys.readouterr().err
+    assert "--resume is needed to continue the run" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- options
@@ -191,9 +190,9 @@ def test_clip_grad_bounds_the_first_update(tmp_path):
     argv = ["--model", "resnet20", "--epochs", "1", "--limit-batches", "1", "--weight-decay", "0", "--lr", "0.5"]
     assert train(out, *argv, "--clip-grad", "0.001") == 0
     torch.manual_seed(0)
-    model = create_model("resnet20", 10)
+    model = create_model("resnet20", num_classes=10)
     start = dict(model.named_parameters())
-    trained = load_weights(create_model("resnet20", 10), out / "last.safetensors")
+    trained = load_weights(create_model("resnet20", num_classes=10), out / "last.safetensors")
     change = torch.sqrt(sum(((p - start[n]) ** 2).sum() for n, p in trained.named_parameters()))
     assert 0 < float(change.detach()) <= 0.5 * 0.001 * (1 + 1e-5)
     assert load_run(out / "last").meta["config"]["clip_grad"] == 0.001

@@ -1,42 +1,26 @@
-"""Model zoo: a name -> constructor registry with one interface, ``create_model(name, num_classes)``.
+"""Model zoo: a registry of CIFAR architectures, each with the configuration of its input.
 
-Every model is a plain ``nn.Module`` that torch.fx can trace, so the converter can read its graph.
+``create_model(name)`` builds a registered network and attaches its :class:`ModelConfig` (input
+normalization, input shape, number of classes), which :func:`radixsnn.quantize` reads; ``weights=``
+loads a checkpoint in any layout :func:`~radixsnn.models.weights.read_state_dict` knows. Every model is
+a plain ``nn.Module`` that torch.fx can trace, so the converter can read its graph.
+
+>>> from radixsnn.models import create_model, list_models, model_config
+>>> "resnet20" in list_models()
+True
+>>> model = create_model("resnet20", num_classes=100)
+>>> model.linear.out_features, model_config("resnet20").mean
+(100, (0.485, 0.456, 0.406))
 """
-from __future__ import annotations
+from radixsnn.models import mobilenet, resnet18, resnet_cifar, vgg  # noqa: F401  (fill the registry)
+from radixsnn.models.registry import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelConfig,
+    create_model,
+    list_models,
+    model_config,
+    register_model,
+)
 
-from typing import Callable
-
-import torch.nn as nn
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str):
-    """Decorator: register a constructor ``fn(num_classes=10) -> nn.Module`` under ``name``."""
-
-    def wrap(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def create_model(name: str, num_classes: int = 10) -> nn.Module:
-    try:
-        fn = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}") from None
-    return fn(num_classes=num_classes)
-
-
-# Importing the architecture modules fills the registry.
-from radixsnn.models import resnet_cifar  # noqa: E402,F401
-from radixsnn.models import vgg  # noqa: E402,F401
-from radixsnn.models import resnet18  # noqa: E402,F401
-from radixsnn.models import mobilenet  # noqa: E402,F401
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ModelConfig", "create_model", "list_models", "model_config", "register_model"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from radixsnn.models import register_model
+from radixsnn.models.registry import register_model
 
 MOBILENET_LAYOUT = (64, (128, 2), 128, (256, 2), 256, (512, 2), 512, 512, 512, 512, 512, (1024, 2), 1024)
 
@@ -52,6 +52,6 @@ class MobileNet(nn.Module):
         return self.linear(out)
 
 
-@register_model("mobilenet")
+@register_model("mobilenet", description="MobileNet v1 for CIFAR (depthwise separable convolutions)")
 def mobilenet(num_classes: int = 10) -> nn.Module:
     return MobileNet(num_classes)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from radixsnn.models import register_model
+from radixsnn.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
@@ -57,6 +57,6 @@ class ResNet18(nn.Module):
         return self.linear(out)
 
 
-@register_model("resnet18")
+@register_model("resnet18", description="ResNet-18 for CIFAR (kuangliu layout, projection shortcuts)")
 def resnet18(num_classes: int = 10) -> nn.Module:
     return ResNet18(num_classes)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch.nn as nn
 import torch.nn.functional as F
 
-from radixsnn.models import register_model
+from radixsnn.models.registry import register_model
 
 
 class OptionAShortcut(nn.Module):
@@ -68,4 +68,6 @@ class CifarResNet(nn.Module):
 
 
 for _depth in (20, 32, 44, 56):
-    register_model(f"resnet{_depth}")(lambda num_classes=10, _n=(_depth - 2) // 6: CifarResNet(_n, num_classes))
+    register_model(f"resnet{_depth}", description=f"He et al. CIFAR ResNet-{_depth}, option-A shortcuts (akamaster weights)")(
+        lambda num_classes=10, _n=(_depth - 2) // 6: CifarResNet(_n, num_classes)
+    )

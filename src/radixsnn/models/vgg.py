@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from radixsnn.models import register_model
+from radixsnn.models.registry import register_model
 
 VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 VGG9_LAYOUT = (64, 64, "A", 128, 128, "A", 256, 256, 256, "A")
@@ -82,11 +82,11 @@ class VGG9(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-@register_model("vgg16")
+@register_model("vgg16", description="VGG-16 with BatchNorm, 5 max-pools, Linear(512, classes) (the paper's network)")
 def vgg16(num_classes: int = 10) -> nn.Module:
     return VGG16(num_classes)
 
 
-@register_model("vgg9")
+@register_model("vgg9", description="VGG-9 of Lee et al. (2020): 7 convolutions, 3 average pools, 4096-1024-classes")
 def vgg9(num_classes: int = 10) -> nn.Module:
     return VGG9(num_classes)

@@ -1,18 +1,27 @@
-"""Starting or resuming a run in an output folder.
+"""Starting or resuming a run in an output folder, and what every run sets up (config, data, seed).
 
-A run is defined by its configuration (a flat dict of the command's options). ``--resume`` loads
-``OUT/last.safetensors`` and continues with the saved configuration; options given again on the
-command line must agree with it, except ``epochs``, which may be raised to extend a finished run.
+A run is defined by its configuration (a flat dict of options, the keys of a command's defaults
+table). ``resume`` loads ``OUT/last.safetensors`` and continues with the saved configuration; options
+given again must agree with it, except ``epochs``, which may be raised to extend a finished run.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.errors import RadixSNNError
+import torch
+
+from radixsnn.data.augment import augmentation_for
+from radixsnn.data.datasets import load_dataset
+from radixsnn.data.loader import DeviceLoader
+from radixsnn.errors import ConfigError
+from radixsnn.training.runtime import Runtime
 from radixsnn.training.state import RunState, load_run
+from radixsnn.training.trainer import TrainConfig
 
 #: Options that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("epochs",)
+#: Evaluation batch size (it changes no result, only speed and memory).
+EVAL_BATCH_SIZE = 500
 
 
 def open_run(
@@ -20,8 +29,8 @@ def open_run(
 ) -> tuple[dict, RunState | None]:
     """The configuration to use and the checkpoint to continue from (``None`` for a fresh run).
 
-    ``given`` names the options set explicitly on the command line (the others hold defaults);
-    ``announce`` prints what happens (the main process only).
+    ``given`` names the options set explicitly (the others hold defaults); ``announce`` prints what
+    happens (the main process only).
     """
     last = Path(out_dir) / "last.safetensors"
     if not last.exists():
@@ -29,22 +38,64 @@ def open_run(
             print(f"no checkpoint in {out_dir}: starting a new run")
         return config, None
     if not resume:
-        raise RadixSNNError(f"{out_dir} already holds a run ({last.name}); pass --resume to continue it or choose another --out")
+        raise ConfigError("resume", f"is needed to continue the run in {out_dir} ({last.name}); pass it, or choose another output folder")
     state = load_run(last)
     if state.meta.get("kind") != kind:
-        raise RadixSNNError(f"{last} is a {state.meta.get('kind')} run, not a {kind} run")
+        raise ConfigError("out", f"{last} is a {state.meta.get('kind')} run, not a {kind} run")
     saved = dict(state.meta.get("config") or {})
     for key in sorted(given):
         if key in RESUMABLE_CHANGES or key not in saved:
             continue
         if config[key] != saved[key]:
-            flag = "--" + key.replace("_", "-")
-            raise RadixSNNError(
-                f"{flag} {config[key]} differs from the resumed run's {saved[key]}; drop it or choose another --out"
-            )
+            raise ConfigError(key, f"{config[key]} differs from the resumed run's {saved[key]}; drop it or choose another output folder")
     for key in RESUMABLE_CHANGES:
         if key in given:
             saved[key] = config[key]
     if announce:
         print(f"resuming {out_dir} after epoch {state.meta['epoch']} of {saved.get('epochs')}")
     return saved, state
+
+
+def train_config(config: dict) -> TrainConfig:
+    """The optimizer settings of a run configuration (validated)."""
+    if config.get("epochs") is None:
+        raise ConfigError("epochs", "is required")
+    for key in ("train_subset", "test_subset"):
+        if config.get(key) is not None and config[key] < 1:
+            raise ConfigError(key, f"must be at least 1, got {config[key]}")
+    return TrainConfig(
+        epochs=config["epochs"],
+        batch_size=config["batch_size"],
+        lr=config["lr"],
+        momentum=config["momentum"],
+        weight_decay=config["weight_decay"],
+        schedule=config["schedule"],
+        step_epochs=config["step_epochs"],
+        label_smoothing=config["label_smoothing"],
+        seed=config["seed"],
+        limit_batches=config["limit_batches"],
+        clip_grad=config.get("clip_grad"),
+        distill=config.get("distill") or 0.0,
+    )
+
+
+def make_loaders(config: dict, runtime: Runtime, data_dir=None, download: bool = False) -> tuple[DeviceLoader, DeviceLoader]:
+    """Training and test loaders of ``config['dataset']`` on the runtime's device, sharded per rank."""
+    dataset = config["dataset"]
+    train_x, train_y = load_dataset(dataset, data_dir, train=True, download=download)
+    test_x, test_y = load_dataset(dataset, data_dir, train=False, download=download)
+    if config.get("train_subset"):
+        train_x, train_y = train_x[: config["train_subset"]], train_y[: config["train_subset"]]
+    if config.get("test_subset"):
+        test_x, test_y = test_x[: config["test_subset"]], test_y[: config["test_subset"]]
+    common = dict(device=runtime.device, rank=runtime.rank, world_size=runtime.world_size, limit_batches=config["limit_batches"])
+    train = DeviceLoader(
+        train_x, train_y, config["batch_size"], train=True, seed=config["seed"], augment=augmentation_for(dataset), **common
+    )
+    test = DeviceLoader(test_x, test_y, EVAL_BATCH_SIZE, train=False, **common)
+    return train, test
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global generators before a model is built (its initial weights)."""
+    torch.manual_seed(seed)

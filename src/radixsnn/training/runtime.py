@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from radixsnn.errors import RadixSNNError
+from radixsnn.errors import ConfigError
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -22,14 +22,14 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise RadixSNNError(f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:INDEX") from None
+        raise ConfigError("device", f"{spec!r} is not a device; use auto, cpu, cuda or cuda:INDEX") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RadixSNNError(f"--device {spec}: CUDA is not available on this machine (use --device cpu)")
+            raise ConfigError("device", f"{spec}: CUDA is not available on this machine (use cpu)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise RadixSNNError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) here")
+            raise ConfigError("device", f"{spec}: only {torch.cuda.device_count()} CUDA device(s) here")
     elif device.type != "cpu":
-        raise RadixSNNError(f"--device {spec!r} is not supported; use auto, cpu, cuda or cuda:INDEX")
+        raise ConfigError("device", f"{spec!r} is not supported; use auto, cpu, cuda or cuda:INDEX")
     return device
 
 
@@ -79,7 +79,7 @@ def start_runtime(device_spec: str = "auto") -> Runtime:
     device = resolve_device(device_spec)
     if device.type == "cuda":
         if device.index is not None and world_size > 1:
-            raise RadixSNNError("under torchrun each process takes GPU LOCAL_RANK: pass --device cuda, not cuda:INDEX")
+            raise ConfigError("device", "must be cuda, not cuda:INDEX, under torchrun (each process takes GPU LOCAL_RANK)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -91,3 +91,8 @@ def stop_runtime(runtime: Runtime) -> None:
     """Leave the process group (if this process joined one)."""
     if launched_by_torchrun() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def use_channels_last(runtime: Runtime) -> bool:
+    """Channels-last memory layout speeds up convolutions on CUDA; on the CPU it is left off."""
+    return runtime.device.type == "cuda"

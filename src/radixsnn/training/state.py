@@ -21,8 +21,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-import radixsnn
-from radixsnn.errors import RadixSNNError
+import radixsnn.version
+from radixsnn.errors import ConfigError
 
 FORMAT = "radixsnn-run"
 OPTIMIZER_PREFIX = "optimizer/"
@@ -43,7 +43,7 @@ def code_version() -> dict:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=Path(radixsnn.__file__).parent,
+            cwd=Path(radixsnn.version.__file__).parent,
             capture_output=True,
             text=True,
             timeout=10,
@@ -52,7 +52,7 @@ def code_version() -> dict:
             commit = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"radixsnn": radixsnn.__version__, "git": commit}
+    return {"radixsnn": radixsnn.version.__version__, "git": commit}
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -99,16 +99,19 @@ def load_run(path: Path) -> RunState:
     elif not path.name.endswith(".safetensors"):
         path = path.with_name(path.name + ".safetensors")
     if not path.is_file():
-        raise RadixSNNError(f"checkpoint not found: {path}")
+        raise ConfigError("checkpoint", f"not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as exc:
-        raise RadixSNNError(f"cannot read checkpoint {path}: {exc}") from None
+        raise ConfigError("checkpoint", f"{path} cannot be read: {exc}") from None
     if header.get("format") != FORMAT or "meta" not in header:
-        raise RadixSNNError(f"{path} is not a radixsnn training checkpoint (no run metadata)")
-    meta = json.loads(header["meta"])
+        raise ConfigError("checkpoint", f"{path} is not a radixsnn training checkpoint (no run metadata)")
+    try:
+        meta = json.loads(header["meta"])
+    except ValueError as exc:
+        raise ConfigError("checkpoint", f"{path} holds unreadable run metadata ({exc})") from None
     model_state = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
     optimizer_state = None
     if meta.get("optimizer") is not None:
@@ -121,12 +124,3 @@ def load_run(path: Path) -> RunState:
             state.setdefault(int(index), {}).update(entries)
         optimizer_state = {"state": state, "param_groups": meta["optimizer"]["param_groups"]}
     return RunState(model_state, meta, optimizer_state)
-
-
-def is_run_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a safetensors file written by :func:`save_run`."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == FORMAT
-    except (SafetensorError, OSError):
-        return False

@@ -23,12 +23,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from radixsnn.errors import RadixSNNError
-from radixsnn.loader import DeviceLoader, derive_seed
+from radixsnn.data.loader import DeviceLoader, derive_seed
+from radixsnn.errors import ConfigError, RadixSNNError
 from radixsnn.training.runtime import Runtime
-from radixsnn.training.state import RunState, write_text_atomic, code_version, save_run
+from radixsnn.training.state import RunState, code_version, save_run, write_text_atomic
 
-SCHEDULES = ("step", "cosine")
+SCHEDULES = ("step", "cosine", "constant")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -48,41 +48,41 @@ class TrainConfig:
     limit_batches: int | None = None
     clip_grad: float | None = None
     distill: float = 0.0
+    max_steps: int | None = None
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise RadixSNNError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise RadixSNNError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise RadixSNNError(f"--lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise RadixSNNError(f"--momentum must lie in [0, 1), got {self.momentum}")
-        if self.weight_decay < 0:
-            raise RadixSNNError(f"--weight-decay must not be negative, got {self.weight_decay}")
-        if self.schedule not in SCHEDULES:
-            raise RadixSNNError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.step_epochs < 1:
-            raise RadixSNNError(f"--step-epochs must be at least 1, got {self.step_epochs}")
-        if not 0 <= self.label_smoothing < 1:
-            raise RadixSNNError(f"--label-smoothing must lie in [0, 1), got {self.label_smoothing}")
-        if self.clip_grad is not None and self.clip_grad < 0:
-            raise RadixSNNError(f"--clip-grad must not be negative, got {self.clip_grad}")
-        if not 0 <= self.distill <= 1:
-            raise RadixSNNError(f"--distill must lie in [0, 1], got {self.distill}")
-        if self.limit_batches is not None and self.limit_batches < 1:
-            raise RadixSNNError(f"--limit-batches must be at least 1, got {self.limit_batches}")
+        checks = [
+            ("epochs", self.epochs >= 1, "must be at least 1"),
+            ("batch_size", self.batch_size >= 1, "must be at least 1"),
+            ("lr", math.isfinite(self.lr) and self.lr > 0, "must be positive"),
+            ("momentum", 0 <= self.momentum < 1, "must lie in [0, 1)"),
+            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0, "must not be negative"),
+            ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
+            ("step_epochs", self.step_epochs >= 1, "must be at least 1"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "must lie in [0, 1)"),
+            ("clip_grad", self.clip_grad is None or (math.isfinite(self.clip_grad) and self.clip_grad >= 0), "must not be negative"),
+            ("distill", 0 <= self.distill <= 1, "must lie in [0, 1]"),
+            ("limit_batches", self.limit_batches is None or self.limit_batches >= 1, "must be at least 1"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, "must be at least 1"),
+        ]
+        for name, ok, problem in checks:
+            if not ok:
+                raise ConfigError(name, f"{problem}, got {getattr(self, name)!r}")
 
 
-def learning_rate(config: TrainConfig, epoch: int, progress: float = 0.0) -> float:
+def learning_rate(config: TrainConfig, epoch: int, progress: float = 0.0, total_epochs: float | None = None) -> float:
     """The learning rate at ``progress`` (0..1) through epoch ``epoch`` (0-based).
 
     ``step``: the base rate halved every ``step_epochs`` epochs (the paper's schedule).
-    ``cosine``: half a cosine from the base rate to 0 over the run, updated every step.
+    ``cosine``: half a cosine from the base rate to 0 over the run (``total_epochs``, default
+    ``config.epochs``), updated every step. ``constant``: the base rate throughout.
     """
+    if config.schedule == "constant":
+        return config.lr
     if config.schedule == "step":
         return config.lr * 0.5 ** (epoch // config.step_epochs)
-    return 0.5 * config.lr * (1.0 + math.cos(math.pi * (epoch + progress) / config.epochs))
+    total = total_epochs or config.epochs
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(1.0, (epoch + progress) / total)))
 
 
 def training_loss(
@@ -101,21 +101,10 @@ def training_loss(
     if d == 0:
         return ce
     if teacher_logits is None:
-        raise RadixSNNError("distillation needs the teacher's logits")
+        raise ConfigError("teacher_logits", "are needed for distillation (distill > 0)")
     kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(teacher_logits.float(), dim=1),
                   reduction="batchmean", log_target=True)
     return (1 - d) * ce + d * kl
-
-
-def normalize_pixels(mean, std) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``x -> (x / 255 - mean) / std`` on uint8 batches: the input of the float models."""
-
-    def apply(x: torch.Tensor) -> torch.Tensor:
-        m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return (x.float() / 255.0 - m) / s
-
-    return apply
 
 
 def pixels_as_float(x: torch.Tensor) -> torch.Tensor:
@@ -130,6 +119,9 @@ class Trainer:
     is stored in every checkpoint next to the config and the training state. ``amp`` is ``None``,
     ``"bf16"`` or ``"fp16"`` (CUDA only). ``teacher`` (needed when ``config.distill > 0``) maps the
     same uint8 batch to the logits the model learns to match (see :func:`training_loss`).
+    Without ``test_loader`` no epoch is evaluated; without ``out_dir`` nothing is written.
+    With ``config.max_steps`` the run stops after that many optimizer steps (its last epoch cut short)
+    and the cosine schedule spans them.
     """
 
     def __init__(
@@ -137,28 +129,29 @@ class Trainer:
         model: nn.Module,
         config: TrainConfig,
         runtime: Runtime,
-        out_dir: Path,
+        out_dir: Path | None,
         *,
         train_loader: DeviceLoader,
-        test_loader: DeviceLoader,
+        test_loader: DeviceLoader | None,
         preprocess: Callable[[torch.Tensor], torch.Tensor],
         meta: dict,
         amp: str | None = None,
         channels_last: bool = False,
         progress: bool = True,
         teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        progress_lines: bool = True,
     ):
         if amp is not None:
             if amp not in AMP_DTYPES:
-                raise RadixSNNError(f"--amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+                raise ConfigError("amp", f"must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
             if runtime.device.type != "cuda":
-                raise RadixSNNError("--amp needs a CUDA device (autocast is used on GPUs only)")
+                raise ConfigError("amp", "needs a CUDA device (autocast is used on GPUs only)")
         if config.distill > 0 and teacher is None:
-            raise RadixSNNError("--distill needs a teacher network")
+            raise ConfigError("distill", "needs a teacher network")
         self.config = config
         self.teacher = teacher if config.distill > 0 else None
         self.runtime = runtime
-        self.out_dir = Path(out_dir)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
         self.train_loader = train_loader
         self.test_loader = test_loader
         self.preprocess = preprocess
@@ -166,6 +159,7 @@ class Trainer:
         self.amp = amp
         self.channels_last = channels_last
         self.progress = progress and runtime.is_main
+        self.progress_lines = progress_lines
         self.model = model.to(runtime.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -181,17 +175,22 @@ class Trainer:
         self.start_epoch = 0
         self.history: list[dict] = []
         self.best: dict | None = None
+        self.steps_done = 0
+        self.epochs = config.epochs
+        if config.max_steps is not None:
+            self.epochs = math.ceil(config.max_steps / len(train_loader))
 
     # ------------------------------------------------------------------ state
     def restore(self, state: RunState) -> None:
         """Continue from a checkpoint: model weights, optimizer state, epoch, history, best."""
         self.model.load_state_dict(state.model_state)
         if state.optimizer_state is None:
-            raise RadixSNNError("the checkpoint holds no optimizer state (a best.* file?): resume from last.*")
+            raise ConfigError("state", "holds no optimizer state (a best.* file?): resume from last.*")
         self.optimizer.load_state_dict(state.optimizer_state)
         if self.scaler is not None and state.meta.get("scaler"):
             self.scaler.load_state_dict(state.meta["scaler"])
         self.start_epoch = int(state.meta["epoch"])
+        self.steps_done = int(state.meta.get("steps", self.start_epoch * len(self.train_loader)))
         self.history = list(state.meta.get("history", []))
         self.best = state.meta.get("best")
 
@@ -200,7 +199,8 @@ class Trainer:
             **self.meta,
             "code": code_version(),
             "epoch": epoch,
-            "epochs": self.config.epochs,
+            "epochs": self.epochs,
+            "steps": self.steps_done,
             "metrics": self.history[-1] if self.history else None,
             "history": self.history,
             "best": self.best,
@@ -208,7 +208,7 @@ class Trainer:
         }
 
     def _save(self, epoch: int, improved: bool) -> None:
-        if not self.runtime.is_main:
+        if not self.runtime.is_main or self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = self._meta(epoch)
@@ -222,30 +222,37 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict | None:
         """Run the remaining epochs; returns the last epoch's metrics (``None`` if none ran)."""
-        for epoch in range(self.start_epoch, self.config.epochs):
+        for epoch in range(self.start_epoch, self.epochs):
             start = time.perf_counter()
             train = self.train_epoch(epoch)
-            test = self.evaluate()
+            test = self.evaluate() if self.test_loader is not None else {}
             metrics = {
                 "epoch": epoch + 1,
-                "lr": learning_rate(self.config, epoch),
+                "lr": learning_rate(self.config, epoch, total_epochs=self._schedule_epochs()),
                 **train,
                 **test,
                 "seconds": round(time.perf_counter() - start, 3),
             }
             self.history.append(metrics)
-            improved = self.best is None or metrics["test_acc"] > self.best["test_acc"]
+            score = metrics.get("test_acc", metrics["train_acc"])
+            improved = self.best is None or score > self.best["test_acc"]
             if improved:
-                self.best = {"epoch": epoch + 1, "test_acc": metrics["test_acc"]}
+                self.best = {"epoch": epoch + 1, "test_acc": score}
             self._save(epoch + 1, improved)
-            if self.runtime.is_main:
-                tqdm.write(
-                    f"epoch {epoch + 1}/{self.config.epochs}  lr {metrics['lr']:.4g}  "
-                    f"train loss {train['train_loss']:.4f} acc {train['train_acc']:.2f}%  "
-                    f"test loss {test['test_loss']:.4f} acc {test['test_acc']:.2f}%  ({metrics['seconds']:.1f} s)"
-                )
+            if self.runtime.is_main and self.progress_lines:
+                line = (f"epoch {epoch + 1}/{self.epochs}  lr {metrics['lr']:.4g}  "
+                        f"train loss {train['train_loss']:.4f} acc {train['train_acc']:.2f}%")
+                if test:
+                    line += f"  test loss {test['test_loss']:.4f} acc {test['test_acc']:.2f}%"
+                tqdm.write(line + f"  ({metrics['seconds']:.1f} s)")
         self.runtime.barrier()
         return self.history[-1] if self.history else None
+
+    def _schedule_epochs(self) -> float:
+        """Length of the learning-rate schedule in epochs (fractional under ``max_steps``)."""
+        if self.config.max_steps is not None:
+            return self.config.max_steps / len(self.train_loader)
+        return self.config.epochs
 
     def _autocast(self):
         if self.amp is None:
@@ -266,12 +273,17 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
+        if self.config.max_steps is not None:
+            steps = min(steps, self.config.max_steps - self.steps_done)
         bar = tqdm(
-            self.train_loader, total=steps, desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            self.train_loader, total=steps, desc=f"epoch {epoch + 1}/{self.epochs}",
             disable=not self.progress, leave=False, unit="batch",
         )
+        per_epoch = len(self.train_loader)
         for step, (images, labels) in enumerate(bar):
-            lr = learning_rate(self.config, epoch, step / steps)
+            if step >= steps:
+                break
+            lr = learning_rate(self.config, epoch, step / per_epoch, self._schedule_epochs())
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             with self._autocast():
@@ -291,6 +303,7 @@ class Trainer:
                 loss.backward()
                 self._clip_gradients()
                 self.optimizer.step()
+            self.steps_done += 1
             n = labels.numel()
             loss_sum += loss.detach().double() * n
             correct += (logits.detach().argmax(1) == labels).sum()
@@ -299,7 +312,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
         total_loss, total_correct, total = self.runtime.all_reduce_sum([loss_sum.item(), correct.item(), seen])
         if not math.isfinite(total_loss):
-            raise RadixSNNError(f"training diverged in epoch {epoch + 1} (loss is {total_loss}); try a lower --lr")
+            raise RadixSNNError(f"training diverged in epoch {epoch + 1} (loss is {total_loss}); try a lower learning rate (lr)")
         return {"train_loss": total_loss / total, "train_acc": 100.0 * total_correct / total, "train_images": int(total)}
 
     def _clip_gradients(self) -> None:

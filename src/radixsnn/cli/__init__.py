@@ -1,0 +1,74 @@
+"""``radixsnn`` command line: one module per sub-command, each ``register(subparsers)`` adding its parser
+with ``func`` set to a callable taking the parsed args. Commands parse, call the library and print;
+every :class:`~radixsnn.errors.RadixSNNError` becomes one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from radixsnn.errors import ConfigError, RadixSNNError
+from radixsnn.version import __version__
+
+# Order here is the order in ``radixsnn --help``.
+COMMANDS = [
+    "convert",
+    "evaluate",
+    "train",
+    "finetune",
+    "demo",
+    "rmse",
+    "rate",
+    "sweep",
+    "ops",
+    "report",
+    "reproduce",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="radixsnn",
+        description="Radix-encoded spiking neural networks: convert, fine-tune, simulate and evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"radixsnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"radixsnn.cli.{name}").register(sub)
+    return parser
+
+
+def option_flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``{argument name: its flag}`` of a sub-command's options (``"time_steps": "--time-steps"``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return {a.dest: max(a.option_strings, key=len) for a in action.choices[command]._actions if a.option_strings}
+    return {}
+
+
+def error_message(exc: RadixSNNError, flags: dict[str, str]) -> str:
+    """The one-line message of a library error: a :class:`ConfigError` about an argument the command has
+    as an option names that option's flag (``lr`` -> ``--lr``)."""
+    if isinstance(exc, ConfigError) and exc.argument in flags:
+        return " ".join(f"{flags[exc.argument]} {exc.problem}".split())
+    return " ".join(str(exc).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except RadixSNNError as exc:
+        print(f"radixsnn {args.command}: error: {error_message(exc, option_flags(parser, args.command))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"radixsnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``radixsnn convert``: post-training conversion of a float checkpoint into a radix SNN file."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from radixsnn.cli.options import add_float_model_args, load_float_model
+from radixsnn.core.convert import quantize
+from radixsnn.core.qann import ACT_SCALES
+from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
+from radixsnn.data import calibration_images
+from radixsnn.models.weights import file_sha256
+from radixsnn.training.runtime import resolve_device
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert a trained float network into a radix SNN file (post-training)",
+        description="Trace a float CNN, fold BatchNorm, calibrate T-bit activation scales on training images, "
+        "and write the integer radix SNN (weights, biases, shifts, graph) as one safetensors file.",
+    )
+    add_float_model_args(p)
+    p.add_argument("--time-steps", "-T", type=int, required=True, help="T, the length of every spike train (1..16)")
+    p.add_argument("--weight-bits", type=int, default=8, help="signed integer weight width (default 8)")
+    p.add_argument("--input-bits", type=int, default=8,
+                   help="pixel train length: 8 = exact uint8 pixels (default), fewer = the top bits only")
+    p.add_argument("--act-scale", choices=ACT_SCALES, default="layer",
+                   help="one activation scale per layer (default) or per channel")
+    p.add_argument("--calib", default="mse", help="calibration: 'mse' (default) or 'percentile:P', e.g. percentile:99.99")
+    p.add_argument("--calib-images", type=int, default=1024, help="training images used for calibration (default 1024)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration-image draw (default 0)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
+    p.add_argument("--out", required=True, help="output .snn file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    ActQuant(args.time_steps)
+    WeightQuant(args.weight_bits)
+    Calibration.parse(args.calib)
+    device = resolve_device(args.device)
+    model = load_float_model(args)
+    t0 = time.perf_counter()
+    qann = quantize(model, args.time_steps, weight_bits=args.weight_bits, input_bits=args.input_bits,
+                    act_scale=args.act_scale).to(device)
+    qann.calibrate(calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed).to(device),
+                   method=args.calib)
+    metadata = {
+        "model": args.model,
+        "dataset": args.dataset,
+        "num_classes": int(qann.graph.output.channels),
+        "weights": str(Path(args.weights).resolve()),
+        "weights_sha256": file_sha256(args.weights),
+        "how": "post-training",
+        "config": {k: v for k, v in vars(args).items() if k != "func"},
+    }
+    snn = qann.to_snn(metadata)
+    path = snn.save(args.out)
+    print(describe(snn))
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def describe(snn) -> str:
+    """A table of the SNN's layers: kind, shape, shift dT, weight range, activation scale."""
+    rows = [f"{'layer':<22} {'kind':<8} {'shape':<14} {'dT':>3} {'|w|max':>7} {'scale':>10}"]
+    for node in snn.graph.nodes:
+        dt = snn.delta_t.get(node.name, "")
+        wmax = max((int(snn.weights[t.param].abs().max()) for t in node.terms), default="")
+        scale = snn.scales.get(node.name)
+        scale = f"{float(scale.mean()):.4g}" if scale is not None else ""
+        rows.append(f"{node.name:<22} {node.kind:<8} {'x'.join(map(str, node.shape)):<14} {dt!s:>3} {wmax!s:>7} {scale:>10}")
+    rows.append(f"T = {snn.time_steps}, weights {snn.weight_bits} bits, input {snn.input_bits} bits")
+    return "\n".join(rows)

@@ -1,0 +1,88 @@
+"""``radixsnn evaluate``: run an SNN file on the test set with the spike or integer engine."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from radixsnn.core.engines import ENGINES
+from radixsnn.core.evaluation import evaluate
+from radixsnn.core.snn import IntegerSNN
+from radixsnn.data import DATASETS, load_dataset, num_classes
+from radixsnn.errors import ConfigError
+from radixsnn.models import create_model
+from radixsnn.training.runtime import resolve_device
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="simulate an SNN file on test images and check it against its quantized network",
+        description="Run the spike engine (every time step of every neuron) or the integer engine over the test "
+        "set; report accuracy, the QANN's and float model's accuracy, exact agreement with the QANN, spikes and "
+        "operations.",
+    )
+    p.add_argument("file", help=".snn file written by convert or finetune")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
+    p.add_argument("--dataset", default=None, choices=DATASETS, help="dataset (default: the file's)")
+    p.add_argument("--engine", default="spikes", choices=ENGINES, help="spikes (default) or integer")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N test images only")
+    p.add_argument("--batch-size", type=int, default=250, help="images per batch (default 250)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
+    p.add_argument("--no-float", action="store_true", help="skip the float model even when its weights are found")
+    p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
+    p.set_defaults(func=run)
+
+
+def float_model_of(snn: IntegerSNN):
+    """The float model recorded in the SNN's metadata, if its weights file is still there."""
+    meta = snn.metadata
+    path = meta.get("weights")
+    if not meta.get("model") or not path or not Path(path).is_file():
+        return None
+    return create_model(meta["model"], num_classes=int(meta.get("num_classes", 10)), weights=path)
+
+
+def run(args) -> int:
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("limit", f"must be at least 1, got {args.limit}")
+    if args.batch_size < 1:
+        raise ConfigError("batch_size", f"must be at least 1, got {args.batch_size}")
+    device = resolve_device(args.device)
+    snn = IntegerSNN.load(args.file)
+    dataset = args.dataset or snn.metadata.get("dataset", "cifar10")
+    if num_classes(dataset) != snn.graph.output.channels:
+        raise ConfigError("dataset", f"{dataset} has {num_classes(dataset)} classes but {args.file} has {snn.graph.output.channels} outputs")
+    images, labels = load_dataset(dataset, args.data_dir, train=False)
+    float_model = None if args.no_float else float_model_of(snn)
+    res = evaluate(snn, images, labels, args.engine, float_model=float_model, batch_size=args.batch_size,
+                   device=device, limit=args.limit)
+    res["file"] = str(args.file)
+    res["dataset"] = dataset
+    print(summary(res))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+def summary(res: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.2f} %"
+
+    rows = [
+        ("images", res["images"]),
+        ("engine", res["engine"]),
+        ("time steps T", res["time_steps"]),
+        ("weight bits", res["weight_bits"]),
+        ("SNN accuracy", pct(res["accuracy"])),
+        ("QANN accuracy", pct(res["qann_accuracy"])),
+        ("float accuracy", pct(res["fp_accuracy"])),
+        ("SNN == QANN (exact)", pct(res["agreement"])),
+        ("ops_graph / image (Eq. 24)", f"{res['ops_graph']:.3e}"),
+    ]
+    if res.get("spikes") is not None:
+        rows.append(("spikes / image", f"{res['spikes_per_image']:.4g}"))
+        rows.append(("sops / image (measured)", f"{res['sops_per_image']:.4g}"))
+    rows.append(("engine seconds", f"{res['seconds']:.1f}"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

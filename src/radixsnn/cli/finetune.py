@@ -1,0 +1,60 @@
+"""``radixsnn finetune``: quantization-aware fine-tuning of a float checkpoint into a radix SNN.
+
+The float network is traced into its QANN (T-bit activations, b-bit weights), the activation scales
+are calibrated on training images, and the QANN is trained with straight-through estimators by the
+same loop as ``radixsnn train`` (same checkpoints, metrics and ``--resume``). The final QANN is
+converted to the integer SNN ``OUT/model.snn`` and simulated on the test set by the core evaluator
+(the spike engine by default); the results go to ``OUT/eval.json``. The run is
+:func:`radixsnn.training.finetune_run`.
+"""
+from __future__ import annotations
+
+from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
+from radixsnn.core.engines import ENGINES
+from radixsnn.core.qann import ACT_SCALES
+from radixsnn.data import DATASETS
+from radixsnn.models import list_models
+from radixsnn.training.qat import FINETUNE_DEFAULTS, finetune_run
+
+
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "finetune",
+        help="quantization-aware fine-tuning (STE) of a float checkpoint, then conversion to an SNN file",
+        description=(
+            "Build the T-bit QANN of a float checkpoint, calibrate it, fine-tune it with straight-through "
+            "estimators (resumable, DDP under torchrun), convert it to OUT/model.snn and evaluate the SNN on "
+            "the test set (OUT/eval.json)."
+        ),
+    )
+    p.add_argument("--model", help=f"architecture: {', '.join(list_models())} (required for a new run)")
+    p.add_argument("--weights", help="float checkpoint: a radixsnn train checkpoint or a torch file (read with weights_only)")
+    p.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {FINETUNE_DEFAULTS['dataset']})")
+    p.add_argument("--time-steps", "-T", type=int, help="T, the length of every spike train (1..16; required)")
+    p.add_argument("--weight-bits", type=int, help=f"signed integer weight width (default {FINETUNE_DEFAULTS['weight_bits']})")
+    p.add_argument("--input-bits", type=int, help=f"pixel train length, 8 = exact pixels (default {FINETUNE_DEFAULTS['input_bits']})")
+    p.add_argument(
+        "--act-scale", choices=ACT_SCALES,
+        help=f"one activation scale per layer or per output channel (default {FINETUNE_DEFAULTS['act_scale']})",
+    )
+    p.add_argument("--calib", help="calibration before fine-tuning: 'mse' (default) or 'percentile:P'")
+    p.add_argument("--calib-images", type=int, help=f"training images used for calibration (default {FINETUNE_DEFAULTS['calib_images']})")
+    add_run_options(p, FINETUNE_DEFAULTS, lr_default="0.03 for T <= 2, else 0.001")
+    p.add_argument(
+        "--distill", type=float, metavar="D",
+        help="weight of knowledge distillation from the float network: loss = (1-D) cross-entropy + "
+        f"D KL(float || QANN), 0 = plain cross-entropy (default {FINETUNE_DEFAULTS['distill']})",
+    )
+    add_runtime_options(p, amp=False)
+    p.add_argument("--engine", choices=ENGINES, default="spikes", help="engine of the final SNN evaluation (default spikes)")
+    p.add_argument("--eval-images", type=int, metavar="N", help="final SNN evaluation on the first N test images (default all)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    config, given = run_config(args, FINETUNE_DEFAULTS)
+    finetune_run(config, args.out, given=given, resume=args.resume, data_dir=args.data_dir, download=args.download,
+                 device=args.device, engine=args.engine, eval_images=args.eval_images, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,113 @@
+"""``radixsnn ops``: MACs per layer, SNN and ANN operation counts, normalized latency and energy."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from radixsnn.core.ops import ANN_OPS_PER_MAC, count_macs, graph_ops
+from radixsnn.core.quant import MAX_TIME_STEPS
+from radixsnn.core.trace import trace_graph
+from radixsnn.data import num_classes
+from radixsnn.errors import ConfigError
+from radixsnn.experiments.cost import HOROWITZ_45NM_PJ, REFERENCE_MODEL, model_cost, reference_operations
+from radixsnn.experiments.report import format_count
+from radixsnn.models import create_model, list_models, model_config
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ops",
+        help="count MACs, SNN/ANN operations, latency and energy of a model (paper Tables 2-3)",
+        description="Count a model's multiply-accumulates per layer and turn them into the paper's cost "
+        "columns: SNN operations by the tables' rule (ops_table = MACs x T) and over the radix SNN's "
+        "synapses (ops_graph, Eq. 24 with the 8-step pixel trains and the shortcut synapses), ANN effective "
+        "operations (66 x MACs), latency normalized to the VGG-16 ANN, and energy per image with Horowitz "
+        "45 nm figures.",
+    )
+    p.add_argument("--model", required=True, help=f"architecture: {', '.join(list_models())}")
+    p.add_argument("--time-steps", "-T", type=int, required=True,
+                   help=f"time steps T of the SNN (ops_graph: a radix SNN's 1..{MAX_TIME_STEPS}; "
+                   "ops_table also for the longer trains of rate-coded baselines)")
+    p.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"), help="sets the number of classes (default cifar10)")
+    p.add_argument("--layers", default="all", choices=("all", "conv"),
+                   help="count all conv/linear layers (default) or the convolutions only (ops_table, MACs)")
+    p.add_argument("--summary", action="store_true", help="print the totals only, not the per-layer table")
+    p.add_argument("--json", metavar="OUT", help="also write the counts to this JSON file")
+    p.set_defaults(func=run)
+
+
+def _mj(joules: float) -> str:
+    return f"{joules * 1e3:.4g} mJ"
+
+
+def run(args) -> int:
+    config = model_config(args.model)
+    if args.time_steps < 1:
+        raise ConfigError("time_steps", f"must be at least 1, got {args.time_steps}")
+    classes = num_classes(args.dataset)
+    model = create_model(args.model, num_classes=classes)
+    counted = count_macs(model)
+    layers = [layer for layer in counted.layers if args.layers == "all" or layer.kind == "conv"]
+    cost = model_cost(args.model, args.time_steps, args.dataset, args.layers)
+    T = args.time_steps
+    ops_graph = None
+    if T <= MAX_TIME_STEPS:
+        ops_graph = graph_ops(trace_graph(model, config.input_shape, config.mean, config.std)[0], T)
+
+    print(f"{args.model} on {args.dataset} ({classes} classes), 3x32x32 input, T = {T}"
+          + ("" if args.layers == "all" else ", convolutions only"))
+    if not args.summary:
+        print()
+        print(f"{'layer':<28} {'kind':<6} {'fan-in':>7} {'neurons':>8} {'MACs':>10} {'synapses':>10} {'ops_table':>10}")
+        for layer in layers:
+            print(f"{layer.name:<28} {layer.kind:<6} {layer.fan_in:>7} {layer.neurons:>8} {format_count(layer.macs):>10} "
+                  f"{format_count(layer.synapses):>10} {format_count(layer.macs * T):>10}")
+        print()
+    synapses = sum(layer.synapses for layer in layers)
+    graph_line = "n/a (a radix SNN has 1..16 steps)" if ops_graph is None else format_count(ops_graph)
+    rows = [
+        ("MACs per image", f"{format_count(cost.macs)}  ({format_count(synapses)} synapses without padding taps)"),
+        (f"ops_table (Eq. 24 by the tables' rule, MACs x {T})", f"{format_count(cost.ops_table)}  latency {cost.snn_latency:.4f}"),
+        ("ops_graph (Eq. 24 over the SNN's synapses)", graph_line),
+        (f"ANN effective operations ({ANN_OPS_PER_MAC} x MACs)", f"{format_count(cost.ann_ops)}  latency {cost.ann_latency:.4f}"),
+        (f"latency 1.00 = {REFERENCE_MODEL} ANN", f"{format_count(reference_operations(args.dataset))} operations"),
+        ("energy per image (Horowitz 2014, 45 nm)", ""),
+        (f"  ANN, fp32 MAC {HOROWITZ_45NM_PJ['fp32_mac']} pJ", _mj(cost.ann_energy_j)),
+        (f"  SNN dense, int32 add {HOROWITZ_45NM_PJ['int32_add']} pJ", _mj(cost.snn_energy_j_int32)),
+        (f"  SNN dense, int8 add {HOROWITZ_45NM_PJ['int8_add']} pJ", _mj(cost.snn_energy_j_int8)),
+    ]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}".rstrip())
+    print("(SNN dense = every synapse receives a spike at every step: the upper bound Eq. 24 counts)")
+
+    if args.json:
+        record = {
+            "model": args.model,
+            "dataset": args.dataset,
+            "num_classes": classes,
+            "time_steps": T,
+            "layers_counted": args.layers,
+            "macs": cost.macs,
+            "synapses": synapses,
+            "ops_table": cost.ops_table,
+            "ops_graph": ops_graph,
+            "ann_ops": cost.ann_ops,
+            "ann_ops_per_mac": ANN_OPS_PER_MAC,
+            "latency": cost.snn_latency,
+            "ann_latency": cost.ann_latency,
+            "reference": {"model": REFERENCE_MODEL, "ann_ops": reference_operations(args.dataset)},
+            "energy_j": {
+                "ann_fp32": cost.ann_energy_j,
+                "snn_int32_add": cost.snn_energy_j_int32,
+                "snn_int8_add": cost.snn_energy_j_int8,
+            },
+            "energy_pj_per_op": dict(HOROWITZ_45NM_PJ),
+            "per_layer": [layer.as_dict() | {"ops_table": layer.macs * T} for layer in layers],
+        }
+        try:
+            Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError("json", f"cannot be written to {args.json}: {exc.strerror}") from None
+        print(f"wrote {args.json}")
+    return 0

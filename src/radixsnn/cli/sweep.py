@@ -1,0 +1,91 @@
+"""``radixsnn sweep``: accuracy and efficiency of radix SNNs against T and weight width (paper Fig. 4)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from radixsnn.cli.options import add_model_args, int_list, load_float_model, load_test_images
+from radixsnn.core.quant import Calibration
+from radixsnn.data import augmentation_for, calibration_images, load_cifar
+from radixsnn.errors import ConfigError
+from radixsnn.experiments.sweep import sweep, write_csv
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="accuracy and efficiency of radix SNNs vs time steps and weight bits (paper Fig. 4)",
+        description=(
+            "Convert the float network at every T and weight width (post-training, and optionally after a short "
+            "quantization-aware fine-tuning), evaluate each SNN, and write sweep.csv, sweep.json and sweep.png "
+            "to --out. Efficiency ~ 1 / (operations x weight bits), relative to the most efficient point."
+        ),
+    )
+    add_model_args(p, images_default=2000)
+    p.set_defaults(batch_size=250)
+    p.add_argument("--time-steps", type=int_list, default=list(range(2, 11)), help="T values (default 2..10)")
+    p.add_argument("--weight-bits", type=int_list, default=[8, 3], help="weight widths (default 8,3)")
+    p.add_argument("--calib", default="mse", help="activation calibration: 'mse' (default) or 'percentile:P'")
+    p.add_argument("--calib-images", type=int, default=1024, help="training images for calibration (default 1024)")
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="also fine-tune every point for this many SGD steps (STE) before evaluating (default 0: off)")
+    p.add_argument("--finetune-epochs", type=float, default=None,
+                   help="alternative to --finetune-steps: passes over the --train-images subset")
+    p.add_argument("--train-images", type=int, default=10000,
+                   help="size of the training subset used for fine-tuning (default 10000, drawn with --seed)")
+    p.add_argument("--finetune-batch", type=int, default=64, help="fine-tuning batch size (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate, SGD momentum 0.9 (default 0.001)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration and training-subset draws (default 0)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.finetune_epochs is not None and args.finetune_steps:
+        raise ConfigError("finetune_epochs", "and --finetune-steps exclude each other: give one")
+    if args.finetune_steps < 0:
+        raise ConfigError("finetune_steps", f"must not be negative, got {args.finetune_steps}")
+    if args.finetune_epochs is not None and not args.finetune_epochs > 0:
+        raise ConfigError("finetune_epochs", f"must be positive, got {args.finetune_epochs}")
+    if args.finetune_batch < 1:
+        raise ConfigError("finetune_batch", f"must be at least 1, got {args.finetune_batch}")
+    if not args.lr > 0:
+        raise ConfigError("lr", f"must be positive, got {args.lr}")
+    Calibration.parse(args.calib)
+    model = load_float_model(args)
+    images, labels = load_test_images(args)
+    calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed)
+    steps = args.finetune_steps
+    train_x = train_y = None
+    if steps or args.finetune_epochs is not None:
+        if args.train_images < 1:
+            raise ConfigError("train_images", f"must be at least 1, got {args.train_images}")
+        all_x, all_y = load_cifar(args.dataset, args.data_dir, train=True)
+        idx = torch.randperm(len(all_x), generator=torch.Generator().manual_seed(args.seed + 1))[: args.train_images]
+        train_x, train_y = all_x[idx], all_y[idx]
+        if args.finetune_epochs is not None:
+            steps = max(1, round(args.finetune_epochs * len(train_x) / args.finetune_batch))
+    rows = sweep(model, images, labels, calib, args.time_steps, args.weight_bits, steps, train_x, train_y,
+                 batch_size=args.batch_size, finetune_batch=args.finetune_batch, lr=args.lr, calib=args.calib,
+                 augment=augmentation_for(args.dataset), seed=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, out / "sweep.csv")
+    # file names only: the results stay meaningful when the folders move
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out")}
+    config["weights"] = Path(args.weights).name
+    (out / "sweep.json").write_text(json.dumps({"config": config, "images": len(images), "finetune_steps": steps,
+                                                "rows": rows}, indent=1) + "\n")
+    if not args.no_plot:
+        from radixsnn.experiments.plotting import plot_sweep
+
+        plot_sweep(rows, out / "sweep.png", f"{args.model}, {len(images)} {args.dataset} test images")
+    print(f"{'bits':>4} {'T':>3} {'mode':<14} {'accuracy':>9} {'agree':>6} {'ops_graph':>10} {'efficiency':>10}")
+    for r in rows:
+        print(f"{r['weight_bits']:>4} {r['time_steps']:>3} {r['mode']:<14} {100 * r['accuracy']:>8.2f}% "
+              f"{100 * r['agreement']:>5.1f}% {r['ops_graph']:>10.4g} {r['efficiency']:>10.3f}")
+    print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'}" + ("" if args.no_plot else f", {out / 'sweep.png'}"))
+    return 0

@@ -1,0 +1,19 @@
+"""The exact pipeline: ``nn.Module -> trace -> Graph -> QANN -> IntegerSNN (.snn) -> engines``.
+
+================  =====================================================================
+``inputs``        pixels in: the float model's normalization, the input integers
+``neuron``        the Algorithm-1 radix neuron as pure step functions
+``coding``        radix and rate codes (the paper's Table 1)
+``quant``         quantizer specs, STE ops, calibration rules
+``graph``         the layer graph, synapse maps and the one graph walk
+``trace``         torch.fx tracing of a float model into a graph (BatchNorm folded)
+``qann``          the quantized network, calibration, conversion to integers
+``snn``           the integer SNN and its safetensors file
+``engines``       the spike-by-spike and the one-pass integer engines
+``ops``           every operation count (MACs, synapses, Eq. 24, measured synaptic ops)
+``evaluation``    accuracy and exactness of an SNN on labelled images
+``convert``       ``quantize`` and ``convert``: the steps above in order
+================  =====================================================================
+
+Nothing here knows of training, experiments or the command line.
+"""

@@ -1,0 +1,233 @@
+"""Two engines that run an :class:`~radixsnn.core.snn.IntegerSNN` on images, with one answer.
+
+* :func:`run_spikes` simulates every time step of every neuron: input pixels become radix trains,
+  each layer's synaptic currents are computed per step (batched over images and time), the
+  Algorithm-1 neurons of :mod:`radixsnn.core.neuron` integrate, fire and leak, max-pools act on the trains,
+  and the readout accumulates the logits. It counts the spikes of every layer.
+* :func:`run_integer` computes each layer in one integer pass: ``clamp((sum w q + b) >> dT, 0, 2^T-1)``.
+
+Both must give the same integer logits as the QANN. Convolutions of integer-valued tensors are exact
+in float32 while every partial sum stays below 2^24 (checked per layer from the weights; otherwise
+float64 is used, and always on CUDA, where TF32 and FFT algorithms could round).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from radixsnn.core.coding import radix_encode
+from radixsnn.core.graph import Node, synapse, walk
+from radixsnn.core.inputs import pixel_integers
+from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
+from radixsnn.core.snn import IntegerSNN
+from radixsnn.errors import ConfigError
+
+ENGINES = ("spikes", "integer")
+_F32_EXACT = 1 << 24
+
+
+@dataclass
+class EngineResult:
+    """What an engine computed for a batch of images.
+
+    ``logits``: int64 ``(N, classes)``, the readout's integer potentials. The spike engine also fills
+    ``spikes`` (spiking node -> spikes emitted over all images and steps) and ``spike_maps`` (node ->
+    spikes per neuron, summed over images and steps, shape of one image's layer); the integer engine
+    leaves both empty.
+    """
+
+    logits: torch.Tensor
+    spikes: dict[str, int] = field(default_factory=dict)
+    spike_maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def run(snn: IntegerSNN, images: torch.Tensor, engine: str = "spikes") -> EngineResult:
+    """Run ``snn`` on uint8 ``images`` (N, C, H, W) with the ``"spikes"`` or the ``"integer"`` engine.
+
+    >>> import torch, radixsnn as rs
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+    >>> images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    >>> snn = rs.convert(model, images, time_steps=3, input_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.25,) * 3, progress=False)
+    >>> result = rs.run(snn, images)
+    >>> result.logits.dtype, torch.equal(result.logits, rs.run(snn, images, engine="integer").logits)
+    (torch.int64, True)
+    >>> sorted(result.spikes)    # spikes of the pixel trains and of the neurons after module "0"
+    ['0', 'input']
+    """
+    if engine == "spikes":
+        return run_spikes(snn, images)
+    if engine == "integer":
+        return run_integer(snn, images)
+    raise ConfigError("engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+def _check_images(snn: IntegerSNN, images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        raise ConfigError("images", f"must be a uint8 tensor of pixels, got {getattr(images, 'dtype', type(images).__name__)}")
+    if images.dim() != 4 or list(images.shape[1:]) != list(snn.graph.input.shape):
+        raise ConfigError("images", f"must have shape (N, {', '.join(map(str, snn.graph.input.shape))}), got {tuple(images.shape)}")
+
+
+def _peak_current(snn: IntegerSNN, node: Node, spikes: bool) -> int:
+    """Largest ``|synaptic input|`` of any neuron of ``node`` in one step (``spikes``: 0/1 inputs) or in
+    one integer pass (inputs up to ``2^T_src - 1``), from the weights."""
+    total = 0
+    for t in node.terms:
+        w = snn.weights[t.param]
+        per_out = int(w.abs().reshape(w.shape[0], -1).sum(1).max()) if w.dim() > 1 else int(w.abs().max())
+        if t.op == "linear" and t.attrs["mode"] == "sumpool":
+            src = snn.graph[t.src].shape
+            per_out *= src[1] * src[2]
+        total += per_out * (1 if spikes else (1 << snn.train_length(t.src)) - 1)
+    return total
+
+
+def _carrier(snn: IntegerSNN, node: Node, device) -> torch.dtype:
+    """float32 when every partial sum of the layer, bias included, is provably below 2^24 (on CPU)."""
+    if device.type != "cpu":
+        return torch.float64
+    bound = int(snn.biases[node.name].abs().max()) + _peak_current(snn, node, spikes=False)
+    return torch.float32 if bound < _F32_EXACT else torch.float64
+
+
+def _state_dtype(snn: IntegerSNN, node: Node) -> torch.dtype:
+    """int32 membranes when ``|b| + 2 max|I| + 2`` provably stays below 2^30 (max|I| from the weights)."""
+    bound = int(snn.biases[node.name].abs().max()) + 2 * _peak_current(snn, node, spikes=True) + 2
+    return torch.int32 if bound < (1 << 30) else torch.int64
+
+
+def _bias(snn: IntegerSNN, node: Node, device) -> torch.Tensor:
+    b = snn.biases[node.name].to(device)
+    return b.view(-1, *([1] * (len(node.shape) - 1))) if b.dim() == 1 else b
+
+
+@torch.no_grad()
+def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
+    """Each layer in one integer pass: ``clamp((sum w q + b) >> dT, 0, 2^T - 1)``; the readout's sums are the logits."""
+    _check_images(snn, images)
+    device = images.device
+
+    def layer(node: Node, values: dict) -> torch.Tensor:
+        dtype = _carrier(snn, node, device)
+        bias = _bias(snn, node, device).to(dtype)
+        acc = None
+        for t in node.terms:
+            w = snn.weights[t.param].to(device=device, dtype=dtype)
+            # a per-channel bias rides along in the first convolution / linear map
+            fused = acc is None and bias.dim() == len(node.shape) and bias.numel() == node.shape[0] and t.op != "select"
+            y = synapse(t, values[t.src].to(dtype), w, bias.reshape(-1) if fused else None)
+            acc = y if acc is None else acc.add_(y)
+            if fused:
+                bias = None
+        if bias is not None:
+            acc = acc.add_(bias)
+        if node.kind == "output":
+            return acc.round().to(torch.int64)
+        # exact: multiplying by 2^-dT and flooring integer-valued floats loses nothing
+        q = acc.mul_(2.0 ** -snn.delta_t[node.name]).floor_().clamp_(0, (1 << snn.time_steps) - 1)
+        return q.to(torch.float32)
+
+    def maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
+        a = node.attrs
+        return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
+
+    return EngineResult(walk(snn.graph, pixel_integers(images, snn.input_bits), layer, maxpool))
+
+
+def _currents(snn: IntegerSNN, node: Node, trains: dict[str, torch.Tensor], device) -> torch.Tensor:
+    """Synaptic input per time step ``(T_in, N, ...)`` (integer-valued float32) of a neuron/readout."""
+    steps = max(trains[t.src].shape[0] for t in node.terms)
+    total = None
+    for t in node.terms:
+        s = trains[t.src]
+        w = snn.weights[t.param].to(device=device, dtype=torch.float32)
+        flat = s.reshape(s.shape[0] * s.shape[1], *s.shape[2:])
+        cur = synapse(t, flat, w).view(s.shape[0], s.shape[1], *node.shape)
+        if cur.shape[0] < steps:
+            cur = torch.cat([cur, cur.new_zeros(steps - cur.shape[0], *cur.shape[1:])])
+        total = cur if total is None else total + cur
+    return total
+
+
+def spike_maxpool(trains: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
+    """Exact max-pooling of radix trains ``(T, N, C, H, W)``, most significant bit first.
+
+    Every window keeps a set of candidate inputs (initially all). Going from step ``T-1`` down to 0,
+    the output bit is 1 if any candidate spikes at that step, and then the candidates that stayed
+    silent drop out. The result is the train of the window's largest number.
+    """
+    T, N, C, H, W = trains.shape
+    k = F.unfold(torch.zeros(1, 1, H, W, device=trains.device), kernel, padding=padding, stride=stride).shape
+    cols = F.unfold(trains.reshape(T * N, C, H, W).to(torch.float32), kernel, padding=padding, stride=stride)
+    cols = cols.view(T, N, C, -1, k[2]).bool()  # (T, N, C, window, positions)
+    candidates = torch.ones_like(cols[0])
+    out = [None] * T
+    for t in reversed(range(T)):
+        bits = cols[t] & candidates
+        fired = bits.any(dim=2)
+        candidates = torch.where(fired.unsqueeze(2), bits, candidates)
+        out[t] = fired
+    ho = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    wo = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    return torch.stack(out).view(T, N, C, ho, wo).to(torch.float32)
+
+
+# Images per spike-engine chunk x train length: the time-batched convolutions stay cache-friendly.
+_STEP_BATCH = 128
+
+
+@torch.no_grad()
+def run_spikes(snn: IntegerSNN, images: torch.Tensor, chunk: int | None = None) -> EngineResult:
+    """Simulate every time step of every neuron, in chunks of ``chunk`` images (default: 128 image-steps
+    per convolution); counts the spikes of every spiking node."""
+    _check_images(snn, images)
+    chunk = chunk or max(1, _STEP_BATCH // max(snn.time_steps, snn.input_bits))
+    result = EngineResult(logits=torch.empty(0))
+    logits = []
+    for part in images.split(chunk):
+        res = _run_spikes(snn, part)
+        logits.append(res.logits)
+        for k, v in res.spikes.items():
+            result.spikes[k] = result.spikes.get(k, 0) + v
+            result.spike_maps[k] = result.spike_maps[k] + res.spike_maps[k] if k in result.spike_maps else res.spike_maps[k]
+    result.logits = torch.cat(logits) if logits else torch.empty(0, snn.graph.output.channels, dtype=torch.int64)
+    return result
+
+
+def _run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
+    device = images.device
+    result = EngineResult(logits=torch.empty(0))
+
+    def layer(node: Node, trains: dict) -> torch.Tensor:
+        currents = _currents(snn, node, trains, device)
+        if node.kind == "output":
+            return radix_readout(currents.to(torch.int64), _bias(snn, node, device))
+        fused = radix_lif_fused(currents, _bias(snn, node, device), snn.time_steps, snn.delta_t[node.name])
+        if fused is not None:
+            out, per_neuron = fused
+            result.spike_maps[node.name] = per_neuron.double()
+            result.spikes[node.name] = int(per_neuron.sum())
+            return out
+        out, _ = radix_lif(currents, _bias(snn, node, device), snn.time_steps, snn.delta_t[node.name],
+                           state_dtype=_state_dtype(snn, node), out_dtype=torch.float32)
+        _count(result, node.name, out)
+        return out
+
+    def maxpool(node: Node, trains: torch.Tensor) -> torch.Tensor:
+        a = node.attrs
+        out = spike_maxpool(trains, a["kernel"], a["stride"], a["padding"])
+        _count(result, node.name, out)
+        return out
+
+    inputs = radix_encode(pixel_integers(images, snn.input_bits).to(torch.int64), snn.input_bits, dtype=torch.float32)
+    _count(result, "input", inputs)
+    result.logits = walk(snn.graph, inputs, layer, maxpool)
+    return result
+
+
+def _count(result: EngineResult, name: str, trains: torch.Tensor) -> None:
+    per_neuron = trains.sum(dim=(0, 1), dtype=torch.float64).cpu()
+    result.spike_maps[name] = per_neuron
+    result.spikes[name] = int(per_neuron.sum())

@@ -1,0 +1,122 @@
+"""Evaluate an integer SNN on labelled images: accuracy, exactness against its QANN, spikes, operations."""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from radixsnn.core.engines import ENGINES, run
+from radixsnn.core.inputs import normalize
+from radixsnn.core.ops import graph_ops, layer_sops
+from radixsnn.core.qann import QANN
+from radixsnn.core.snn import IntegerSNN
+from radixsnn.errors import ConfigError
+
+
+def evaluate(
+    snn: IntegerSNN,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    engine: str = "integer",
+    *,
+    qann: QANN | None = None,
+    float_model: nn.Module | None = None,
+    batch_size: int = 250,
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run ``engine`` over ``images`` (uint8, N x C x H x W) and compare with the QANN and the float model.
+
+    Returns the fields of ``radixsnn evaluate --json``: ``accuracy`` (the SNN's), ``qann_accuracy``,
+    ``fp_accuracy`` (with ``float_model``), ``agreement`` (the fraction of images whose engine logits equal
+    the QANN's integer logits exactly, in every class), ``ops_graph`` (Eq. 24 over the SNN's synapses, see
+    :mod:`radixsnn.core.ops`), timings and, from the spike engine, spikes and measured synaptic operations
+    (``sops``) per image and per layer. ``qann`` defaults to the QANN stored in the SNN file.
+
+    >>> import torch, radixsnn as rs
+    >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+    >>> images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    >>> snn = rs.convert(model, images, time_steps=4, input_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.25,) * 3, progress=False)
+    >>> result = rs.evaluate(snn, images, torch.zeros(8, dtype=torch.int64), progress=False)
+    >>> result["agreement"], result["ops_graph"] == 3 * 9 * 4 * 36 * 8 + 144 * 2 * 4
+    (1.0, True)
+    """
+    if engine not in ENGINES:
+        raise ConfigError("engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if batch_size < 1:
+        raise ConfigError("batch_size", f"must be at least 1, got {batch_size}")
+    if limit is not None:
+        if limit < 1:
+            raise ConfigError("limit", f"must be at least 1, got {limit}")
+        images, labels = images[:limit], labels[:limit]
+    if len(images) != len(labels) or len(images) == 0:
+        raise ConfigError("labels", f"must be as many as the images (at least one): {len(labels)} labels, {len(images)} images")
+    device = torch.device(device)
+    qann = qann if qann is not None else QANN.from_snn(snn)
+    if qann is not None:
+        qann = qann.to(device).eval()
+    if float_model is not None:
+        float_model = float_model.to(device).eval()
+    mean, std = snn.graph.input.attrs["mean"], snn.graph.input.attrs["std"]
+    snn_dev = snn.to(device)
+    correct = {"snn": 0, "qann": 0, "fp": 0}
+    agree = 0
+    spikes: dict[str, int] = {}
+    spike_maps: dict[str, torch.Tensor] = {}
+    seconds = 0.0
+    n = len(images)
+    bar = tqdm(total=n, desc=f"evaluate ({engine})", unit="img", disable=not progress, leave=False)
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            xb = images[start:start + batch_size].to(device)
+            yb = labels[start:start + batch_size].to(device)
+            t0 = time.perf_counter()
+            res = run(snn_dev, xb, engine)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - t0
+            correct["snn"] += int((res.logits.argmax(1) == yb).sum())
+            if qann is not None:
+                ql = qann.integer_logits(xb)
+                correct["qann"] += int((ql.argmax(1) == yb).sum())
+                agree += int((ql == res.logits).all(dim=1).sum())
+            if float_model is not None:
+                correct["fp"] += int((float_model(normalize(xb, mean, std)).argmax(1) == yb).sum())
+            for k, v in res.spikes.items():
+                spikes[k] = spikes.get(k, 0) + v
+            for k, v in res.spike_maps.items():
+                spike_maps[k] = spike_maps[k] + v if k in spike_maps else v
+            bar.update(len(xb))
+    bar.close()
+    result = {
+        "engine": engine,
+        "images": n,
+        "time_steps": snn.time_steps,
+        "weight_bits": snn.weight_bits,
+        "input_bits": snn.input_bits,
+        "accuracy": correct["snn"] / n,
+        "qann_accuracy": correct["qann"] / n if qann is not None else None,
+        "fp_accuracy": correct["fp"] / n if float_model is not None else None,
+        "agreement": agree / n if qann is not None else None,
+        "ops_graph": graph_ops(snn.graph, snn.time_steps, snn.input_bits),
+        "seconds": seconds,
+        "images_per_second": n / seconds if seconds else None,
+        "delta_t": dict(snn.delta_t),
+        "model": snn.metadata.get("model"),
+        "dataset": snn.metadata.get("dataset"),
+    }
+    if spikes:
+        sops = layer_sops(snn.graph, spike_maps)
+        result.update(
+            spikes=sum(spikes.values()),
+            spikes_per_image=sum(spikes.values()) / n,
+            spikes_per_layer=spikes,
+            sops_per_image=sum(sops.values()) / n,
+            sops_per_layer={k: v / n for k, v in sops.items()},
+        )
+    else:
+        result["spikes"] = None
+    return result

@@ -1,0 +1,169 @@
+r"""The radix leaky integrate-and-fire neuron (paper Algorithm 1, Equations 3-5, 13).
+
+State is one integer per neuron, the membrane potential ``v``; it starts at the bias, ``v(-1) = b``
+(Eq. 5). Each time step ``t`` has three stages:
+
+* integration (Eq. 3):  ``u(t) = v(t-1) + sum_n i_n(t) w_n``  (``i_n(t) = 0`` once the input trains end)
+* firing:               ``o(t) = 1`` iff the least significant bit of ``u(t)`` is 1 (``V_th = 0`` on the LSB)
+* refractory + leakage (Eq. 4): ``v(t) = kappa (u(t) - V_r o(t))`` with ``V_r = 1``, ``kappa = 1/2``
+
+``u - o`` is even, so ``v`` stays an integer: the neuron is exact LSB-first bit-serial arithmetic.
+With ``X = b + sum_n w_n sum_t 2^t i_n(t)`` (the input trains read as radix numbers, Eq. 17),
+after ``T' = T + dT`` steps
+
+    sum_{t<T'} 2^t o(t) + 2^{T'} v(T'-1) = X,
+
+i.e. the emitted bits are ``X mod 2^{T'}`` (two's complement when ``X < 0``) and the potential left over
+is ``floor(X / 2^{T'})``: 0 when ``0 <= X < 2^{T'}`` (Lemma 1), -1 when ``X < 0``, positive when the sum
+overflowed the window. The output train is the last ``T`` bits (Eq. 13, ``s_out(t) = o(t + dT)``),
+worth ``floor(X / 2^dT)``. The paper stops there; a real neuron must also
+
+* **rectify**: when ``v(T'-1) < 0`` (negative sum) it emits nothing (all-zero train; the ReLU), and
+* **saturate**: when ``v(T'-1) > 0`` (``X >= 2^{T'}``) it emits all ones (``2^T - 1``),
+
+so the train always carries ``clamp(floor(X / 2^dT), 0, 2^T - 1)``. The neuron decides at the end of its
+drain window, which is when its last output bit leaves anyway.
+
+Functions here are pure: state in, state out, no hidden module state.
+"""
+from __future__ import annotations
+
+import torch
+
+from radixsnn.errors import ConfigError
+
+
+def radix_lif_step(v: torch.Tensor, current: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of Algorithm 1 on integer tensors: returns ``(v(t), o(t))``.
+
+    ``u = v + current``; ``o = u & 1``; ``v' = (u - o) / 2``, which is the arithmetic shift ``u >> 1``
+    (exact, also for ``u < 0``).
+    """
+    u = v + current
+    return u >> 1, u & 1
+
+
+def radix_lif(
+    currents: torch.Tensor,
+    bias: torch.Tensor | int,
+    time_steps: int,
+    delta_t: int,
+    rectify: bool = True,
+    state_dtype: torch.dtype = torch.int64,
+    out_dtype: torch.dtype = torch.uint8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the neuron for ``T' = time_steps + delta_t`` steps.
+
+    Args:
+        currents: integer-valued tensor ``(T_in, ...)``, the synaptic input ``sum_n i_n(t) w_n`` of each
+            step; ``T_in <= T'`` (the input must arrive within the window).
+        bias: integer initial potential ``b`` (broadcast against ``currents[0]``).
+        time_steps: ``T``, the length of the output train.
+        delta_t: ``dT``, the number of extra (drain) steps; the output is worth ``floor(X / 2^dT)``.
+        rectify: apply the end-of-window rectification and saturation (the paper's neuron: ``False``).
+        state_dtype: integer type of the membrane; int32 is exact while ``|b| + 2 max|I| < 2^30``.
+        out_dtype: dtype of the returned 0/1 trains (float32 feeds the next layer's convolution directly).
+
+    Returns:
+        ``(trains, v_end)``: 0/1 output trains ``(T, ...)`` aligned as in Eq. 13, and the potential
+        ``v(T'-1)`` left at the end of the window.
+    """
+    window = time_steps + delta_t
+    steps_in = currents.shape[0]
+    if steps_in > window:
+        raise ConfigError("currents", f"has {steps_in} input steps, which do not fit a window of T + dT = {window} steps")
+    currents = currents.to(state_dtype)
+    v = torch.as_tensor(bias, device=currents.device).to(state_dtype).expand_as(currents[0]).clone()
+    trains = torch.empty((time_steps, *v.shape), dtype=out_dtype, device=v.device)
+    for t in range(window):
+        if t < steps_in:
+            v += currents[t]  # integration (Eq. 3)
+        if t >= delta_t:
+            trains[t - delta_t] = v & 1  # firing on the least significant bit; Eq. 13 alignment
+        v >>= 1  # refractory (subtract the spike) and leak (halve), exact: (u - o) / 2 == u >> 1
+    if rectify:
+        trains.masked_fill_((v < 0).unsqueeze(0), 0)
+        trains.masked_fill_((v > 0).unsqueeze(0), 1)
+    return trains, v
+
+
+def radix_readout(currents: torch.Tensor, bias: torch.Tensor | int) -> torch.Tensor:
+    """The non-spiking output neuron: its potential ``b + sum_t 2^t I(t)`` is the integer logit.
+
+    This is the membrane of Algorithm 1 without firing, read with the radix weights of the input
+    steps (equivalently: the leaky neuron's potential after ``T_in`` steps, scaled by ``2^T_in``).
+    """
+    acc = torch.as_tensor(bias, dtype=torch.int64, device=currents.device).expand_as(currents[0]).clone()
+    for t in range(currents.shape[0]):
+        acc = acc + (currents[t].to(torch.int64) << t)
+    return acc
+
+
+def neuron_output_value(x: torch.Tensor, time_steps: int, delta_t: int) -> torch.Tensor:
+    """What a rectifying radix neuron's train carries for integer sum ``x``: ``clamp(floor(x/2^dT), 0, 2^T-1)``."""
+    return torch.clamp(torch.div(x, 1 << delta_t, rounding_mode="floor"), 0, (1 << time_steps) - 1)
+
+
+def radix_lif_fused(
+    currents: torch.Tensor,
+    bias: torch.Tensor,
+    time_steps: int,
+    delta_t: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`radix_lif` (rectifying) as one compiled CPU loop per neuron, plus spikes per neuron.
+
+    The same recurrence, step by step, with the state held in a register instead of a tensor pass per
+    step. Returns ``(trains float32 (T, N, ...), spikes per neuron summed over steps and images)``,
+    or ``None`` when numba is not installed or the tensors are not on the CPU (callers then use
+    :func:`radix_lif`).
+    """
+    kernel = _fused_kernel()
+    if kernel is None or currents.device.type != "cpu":
+        return None
+    steps_in, n = currents.shape[0], currents.shape[1]
+    per_image = currents[0, 0].numel()
+    cur = currents.reshape(steps_in, n, per_image).to(torch.float32).contiguous()
+    b = torch.as_tensor(bias).to(torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
+    out = torch.empty((time_steps, n, per_image), dtype=torch.float32)
+    counts = torch.zeros((n, per_image), dtype=torch.int64)
+    kernel(cur.numpy(), b.numpy(), out.numpy(), counts.numpy(), time_steps, delta_t)
+    return out.view(time_steps, *currents.shape[1:]), counts.sum(0).view(currents.shape[2:])
+
+
+_KERNEL = []
+
+
+def _fused_kernel():
+    if not _KERNEL:
+        try:
+            import numba
+            import numpy as np
+        except ImportError:
+            _KERNEL.append(None)
+            return None
+
+        @numba.njit(parallel=True, cache=True, nogil=True)
+        def kernel(cur, bias, out, counts, time_steps, delta_t):  # pragma: no cover - compiled
+            steps_in, n, per_image = cur.shape
+            for i in numba.prange(n):  # images in parallel; neurons of an image in SIMD lanes
+                v = bias.copy()
+                for t in range(time_steps + delta_t):
+                    if t < steps_in:
+                        for j in range(per_image):
+                            v[j] += np.int64(cur[t, i, j])  # integration
+                    if t >= delta_t:
+                        for j in range(per_image):
+                            out[t - delta_t, i, j] = v[j] & 1  # fire on the least significant bit
+                    for j in range(per_image):
+                        v[j] >>= 1  # subtract the spike and leak by 1/2
+                for j in range(per_image):
+                    if v[j] != 0:  # rectify (v < 0) or saturate (v > 0) at the end of the window
+                        fill = 1.0 if v[j] > 0 else 0.0
+                        for t in range(time_steps):
+                            out[t, i, j] = fill
+                for t in range(time_steps):
+                    for j in range(per_image):
+                        counts[i, j] += np.int64(out[t, i, j])
+
+        _KERNEL.append(kernel)
+    return _KERNEL[0]

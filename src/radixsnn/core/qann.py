@@ -1,0 +1,328 @@
+"""The quantized network (QANN) that a radix SNN computes exactly.
+
+Every spiking node carries an activation *scale* ``s`` (per layer or per channel): its T-step trains
+hold integers ``q in [0, 2^T - 1]`` that stand for the real values ``s q``. For a neuron layer with
+float (BatchNorm-folded) weights ``W``, bias ``B`` and input scales ``s_in``:
+
+* ``dT`` is the largest shift with ``max |W s_in / s_out| 2^dT <= 2^(b-1) - 1`` (and ``>= T_in - T``
+  so the input trains fit the window);
+* integer weights ``w = round(W s_in / s_out 2^dT)``, clamped to ``b`` bits;
+* integer bias ``beta = round(B 2^dT / s_out) + 2^(dT-1)`` (the offset turns the neuron's floor into
+  round-to-nearest);
+* the neuron's output ``q_out = clamp(floor((sum w q_in + beta) / 2^dT), 0, 2^T - 1)``.
+
+This module computes exactly that in floating point with integer-valued tensors: ``floor`` and
+``round`` pass gradients straight through (STE), so the same forward pass fine-tunes the float
+parameters and scales (quantization-aware training), and in float64 (``exact=True``) it yields the
+same integers as the spiking network, bit for bit. The readout layer has one logit scale
+``delta = max |W s_in| / (2^(b-1) - 1)`` and integer logits ``sum w q_in + round(B / delta)``.
+
+Image pixels ``p`` enter as ``input_bits``-step trains of ``q = floor(p / 2^(8 - input_bits))``; the
+mean/std normalization is folded into the first layer, with a per-position bias that keeps the float
+model's zero padding (a padded pixel means "normalized zero", not "black").
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from radixsnn.core.graph import Graph, Node, input_channel_index, output_channel_view, synapse, walk
+from radixsnn.core.inputs import input_affine, normalize, pixel_integers
+from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant, round_ste, rounding_offset
+from radixsnn.core.snn import IntegerSNN
+from radixsnn.errors import ConfigError
+
+ACT_SCALES = ("layer", "channel")
+
+
+def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
+    """Forward ``x``, gradient times ``g`` (the LSQ step-size gradient scaling)."""
+    y = x * g
+    return (x - y).detach() + y
+
+
+class QANN(nn.Module):
+    """The quantized network of a :class:`~radixsnn.core.graph.Graph` at ``time_steps``-bit activations.
+
+    Parameters: the float (BatchNorm-folded) weight of every synapse term (``weights``), the float bias of
+    every layer (``biases``) and the activation scale of every neuron layer (``scales``, one per layer or,
+    with ``act_scale="channel"``, per output channel). Its forward pass takes pixels (uint8, or float
+    0..255 during training) and returns float logits; :meth:`integer_logits` gives the exact integers the
+    SNN computes; :meth:`to_snn` converts it. Build one with :func:`radixsnn.quantize`.
+    """
+
+    def __init__(self, graph: Graph, time_steps: int, weight_bits: int = 8, input_bits: int = 8,
+                 act_scale: str = "layer"):
+        super().__init__()
+        if act_scale not in ACT_SCALES:
+            raise ConfigError("act_scale", f"must be 'layer' or 'channel', got {act_scale!r}")
+        if not isinstance(input_bits, int) or not 1 <= input_bits <= 8:
+            raise ConfigError("input_bits", f"must be an integer in 1..8, got {input_bits!r}")
+        self.graph = graph
+        self.act = ActQuant(time_steps)
+        self.wq = WeightQuant(weight_bits)
+        self.input_bits = int(input_bits)
+        self.act_scale = act_scale
+        self.weights = nn.ParameterDict()
+        self.biases = nn.ParameterDict()
+        self.scales = nn.ParameterDict()
+        for node in graph.layers:
+            for t in node.terms:
+                self.weights[_key(t.param)] = nn.Parameter(torch.zeros(t.weight_shape))
+            self.biases[node.name] = nn.Parameter(torch.zeros(node.channels))
+            if node.kind == "neuron":
+                n = node.channels if act_scale == "channel" else 1
+                self.scales[node.name] = nn.Parameter(torch.ones(n))
+        inp = graph.input.attrs
+        self.register_buffer("mean", torch.tensor(inp["mean"]), persistent=False)
+        self.register_buffer("std", torch.tensor(inp["std"]), persistent=False)
+        self._index_cache: dict[str, torch.Tensor] = {}
+
+    # ---- construction / serialization ----------------------------------------------------------------
+    @property
+    def time_steps(self) -> int:
+        return self.act.time_steps
+
+    @property
+    def weight_bits(self) -> int:
+        return self.wq.bits
+
+    @property
+    def spec(self) -> dict:
+        """JSON-serializable description from which :meth:`from_spec` rebuilds this QANN (without values)."""
+        return {
+            "graph": self.graph.to_dict(),
+            "time_steps": self.time_steps,
+            "weight_bits": self.weight_bits,
+            "input_bits": self.input_bits,
+            "act_scale": self.act_scale,
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "QANN":
+        return cls(Graph.from_dict(spec["graph"]), spec["time_steps"], spec["weight_bits"], spec["input_bits"],
+                   spec.get("act_scale", "layer"))
+
+    @classmethod
+    def from_snn(cls, snn: IntegerSNN) -> "QANN | None":
+        """The QANN stored in an SNN file beside its integers (to check the SNN against), or ``None``."""
+        if snn.qann_spec is None or snn.qann_state is None:
+            return None
+        qann = cls.from_spec(snn.qann_spec)
+        qann.load_state_dict(snn.qann_state)
+        return qann.eval()
+
+    def load_float_params(self, params: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for node in self.graph.layers:
+                for t in node.terms:
+                    self.weights[_key(t.param)].copy_(params[t.param])
+                self.biases[node.name].copy_(params[f"{node.name}.bias"])
+
+    # ---- scales ---------------------------------------------------------------------------------------
+    def input_scale(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s, m)`` per input channel: integer input ``q`` stands for the normalized value ``q s - m``."""
+        return input_affine(self.mean, self.std, self.input_bits)
+
+    def scale_of(self, name: str) -> torch.Tensor:
+        """Per-channel activation scale of a spiking node (shape ``(C,)``)."""
+        node = self.graph[name]
+        if node.kind == "input":
+            return self.input_scale()[0]
+        if node.kind == "maxpool":
+            return self.scale_of(node.src)
+        s = self.scales[name]
+        if self.training:
+            numel = 1
+            for d in node.shape:
+                numel *= d
+            s = _grad_scale(s, (numel / s.numel() * self.act.qmax) ** -0.5)
+        return s.abs().clamp_min(1e-8).expand(node.channels)
+
+    def _train_length(self, name: str) -> int:
+        return self.input_bits if self.graph[name].kind == "input" else self.time_steps
+
+    def _channel_index(self, node: Node, i: int) -> torch.Tensor:
+        key = f"{node.name}/{i}"
+        if key not in self._index_cache:
+            t = node.terms[i]
+            self._index_cache[key] = input_channel_index(t, self.graph[t.src].shape)
+        return self._index_cache[key]
+
+    # ---- the integer parameters ------------------------------------------------------------------------
+    def layer_integers(self, node: Node) -> tuple[list[torch.Tensor], torch.Tensor, int, torch.Tensor]:
+        """``(weights, bias, dT, scale)`` of a neuron or output node, integer-valued float64 tensors with
+        straight-through gradients. ``scale`` is the output scale (neurons) or the logit scale (output).
+        """
+        ratios = []
+        for i, t in enumerate(node.terms):
+            w = self.weights[_key(t.param)].double()
+            idx = self._channel_index(node, i).to(w.device)
+            s_src = self.scale_of(t.src).double()
+            s_in = torch.where(idx >= 0, s_src[idx.clamp_min(0)], torch.zeros((), dtype=w.dtype, device=w.device))
+            ratios.append((w * s_in, t))
+        bias = self.biases[node.name].double()
+        correction = self._input_correction(node)
+        if node.kind == "output":
+            peak = max(float(r.detach().abs().max()) for r, _ in ratios)
+            delta = torch.tensor(peak / self.wq.qmax if peak > 0 else 1.0, dtype=torch.float64, device=bias.device)
+            weights = [self.wq.quantize(r / delta, 0) for r, _ in ratios]
+            b = bias.view(-1, *([1] * (len(node.shape) - 1)))
+            if correction is not None:
+                b = b + correction
+            return weights, round_ste(b / delta), 0, delta
+        s_out = self.scale_of(node.name).double()
+        scaled = [r / s_out.view(output_channel_view(t)) for r, t in ratios]
+        peak = max(float(r.detach().abs().max()) for r in scaled)
+        longest = max(self._train_length(t.src) for t in node.terms)
+        dt = self.wq.delta_t(peak, minimum=max(0, longest - self.time_steps), maximum=MAX_DELTA_T)
+        weights = [self.wq.quantize(r, dt) for r in scaled]
+        view = (-1,) + (1,) * (len(node.shape) - 1)
+        b = bias.view(view)
+        if correction is not None:
+            b = b + correction
+        beta = round_ste(b * 2.0**dt / s_out.view(view)) + rounding_offset(dt)
+        return weights, beta, dt, s_out
+
+    def _input_correction(self, node: Node) -> torch.Tensor | None:
+        """Per-position bias ``-sum W m`` over in-image taps for terms reading the input (mean folding)."""
+        terms = [(i, t) for i, t in enumerate(node.terms) if t.src == "input"]
+        if not terms:
+            return None
+        _, m = self.input_scale()
+        shape = self.graph.input.shape
+        m_map = m.double().view(1, -1, 1, 1).expand(1, *shape)
+        total = 0
+        for _, t in terms:
+            total = total - synapse(t, m_map, self.weights[_key(t.param)].double())[0]
+        return total
+
+    # ---- forward passes --------------------------------------------------------------------------------
+    def quantize_input(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Pixels (uint8 or float 0..255) -> the input integers ``floor(p / 2^(8 - input_bits))``."""
+        return pixel_integers(x, self.input_bits, dtype)
+
+    def forward(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
+        """Float logits ``delta * integer logits`` (``exact=True``: float64 integer logits, no scale)."""
+        dtype = torch.float64 if exact else torch.float32
+
+        def layer(node: Node, values: dict) -> torch.Tensor:
+            weights, beta, dt, scale = self.layer_integers(node)
+            acc = beta.to(dtype)
+            for t, w in zip(node.terms, weights):
+                acc = acc + synapse(t, values[t.src], w.to(dtype))
+            if node.kind == "output":
+                return acc if exact else acc * scale.to(dtype)
+            return self.act.from_sum(acc, dt)
+
+        return walk(self.graph, self.quantize_input(x, dtype), layer, _maxpool)
+
+    @torch.no_grad()
+    def integer_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact integer logits (int64), as the spiking network computes them."""
+        return self.forward(x, exact=True).round().to(torch.int64)
+
+    def float_forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
+        """The unquantized network (BatchNorm folded): equals the original float model's logits.
+
+        With ``capture``, stores each neuron layer's pre-activation (real units) under its name.
+        """
+
+        def layer(node: Node, values: dict) -> torch.Tensor:
+            acc = self.biases[node.name].view(-1, *([1] * (len(node.shape) - 1)))
+            for t in node.terms:
+                acc = acc + synapse(t, values[t.src], self.weights[_key(t.param)])
+            if node.kind == "output":
+                return acc
+            if capture is not None:
+                capture[node.name] = acc.detach()
+            return torch.relu(acc)
+
+        return walk(self.graph, normalize(x, self.mean, self.std), layer, _maxpool)
+
+    # ---- calibration -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 256,
+                  method: str = "mse", samples_per_layer: int = 1 << 18, progress: bool = True) -> None:
+        """Set every activation scale from the float network's activations on ``images``.
+
+        ``method``: ``"mse"`` (clip minimizing the T-bit quantization error, the default) or
+        ``"percentile:P"`` (clip at the P-th percentile of the positive activations, e.g. 99.99); see
+        :class:`~radixsnn.core.quant.Calibration`.
+        """
+        rule = Calibration.parse(method)
+        if isinstance(images, torch.Tensor):
+            if images.dim() != 4 or len(images) == 0:
+                raise ConfigError("images", f"must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
+            batches = list(images.split(batch_size))
+        else:
+            batches = list(images)
+        if not batches:
+            raise ConfigError("images", "holds no images to calibrate on")
+        device = next(self.parameters()).device
+        gen = torch.Generator().manual_seed(0)
+        pools: dict[str, list[torch.Tensor]] = {}
+        per_channel = self.act_scale == "channel"
+        for xb in tqdm(batches, desc="calibrate", disable=not progress, leave=False):
+            capture: dict[str, torch.Tensor] = {}
+            self.float_forward(xb.to(device), capture)
+            for name, pre in capture.items():
+                a = torch.relu(pre).transpose(0, 1).reshape(pre.shape[1], -1).float().cpu()  # (C, N*H*W)
+                keep = max(1, samples_per_layer // len(batches) // (a.shape[0] if per_channel else 1))
+                if per_channel:
+                    if a.shape[1] > keep:
+                        a = a[:, torch.randperm(a.shape[1], generator=gen)[:keep]]
+                    pools.setdefault(name, []).append(a)
+                else:
+                    flat = a.flatten()
+                    if flat.numel() > keep:
+                        flat = flat[torch.randperm(flat.numel(), generator=gen)[:keep]]
+                    pools.setdefault(name, []).append(flat.view(1, -1))
+        for name, chunks in pools.items():
+            a = torch.cat(chunks, dim=1)
+            clip = torch.stack([rule.clip(row, self.act.qmax) for row in a])
+            self.scales[name].copy_((clip / self.act.qmax).to(self.scales[name]))
+
+    # ---- conversion -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def to_snn(self, metadata: dict | None = None) -> IntegerSNN:
+        """The integer SNN (weights, biases, shifts) that this QANN computes, with this QANN stored beside it."""
+        was_training = self.training
+        self.eval()
+        try:
+            weights, biases, delta_t, scales = {}, {}, {}, {}
+            for node in self.graph.layers:
+                ws, beta, dt, scale = self.layer_integers(node)
+                for t, w in zip(node.terms, ws):
+                    weights[t.param] = w.round().to(torch.int64).cpu()
+                biases[node.name] = beta.round().to(torch.int64).cpu()
+                delta_t[node.name] = dt
+                scales[node.name] = scale.detach().float().cpu().reshape(-1)
+        finally:
+            self.train(was_training)
+        return IntegerSNN(
+            graph=self.graph,
+            time_steps=self.time_steps,
+            weight_bits=self.weight_bits,
+            input_bits=self.input_bits,
+            weights=weights,
+            biases=biases,
+            delta_t=delta_t,
+            scales=scales,
+            qann_spec=self.spec,
+            qann_state={k: v.detach().float().cpu().contiguous() for k, v in self.state_dict().items()},
+            metadata=dict(metadata or {}),
+        )
+
+
+def _maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
+    a = node.attrs
+    return torch.nn.functional.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
+
+
+def _key(param: str) -> str:
+    """ParameterDict keys cannot contain dots."""
+    return param.replace(".", "/")

@@ -1,0 +1,285 @@
+"""Datasets: CIFAR-10 / CIFAR-100 in the official "python version" pickle layout, and a small offline one.
+
+Images are returned as uint8 tensors (N, 3, 32, 32) and labels as int64 tensors; the pickles are
+read with a restricted unpickler that admits only the builtins and numpy array types the official
+files use, so a tampered file cannot run code.
+
+The official archives can be downloaded on request (:func:`download_dataset`): the file is checked
+against its published MD5 sum and extracted only if every member is a plain file or folder inside
+the data folder. ``digits`` is scikit-learn's bundled 8x8 handwritten digits, scaled to 3x32x32, so
+the whole pipeline runs without any download.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from radixsnn.errors import ConfigError, DataError
+
+DATA_ENV = "RADIXSNN_DATA_DIR"
+
+_LAYOUT = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
+}
+
+#: Every dataset name :func:`load_dataset` accepts.
+DATASETS = ("cifar10", "cifar100", "digits")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """Where an official dataset archive lives and the MD5 sum it is published with."""
+
+    url: str
+    md5: str
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+ARCHIVES = {
+    "cifar10": Archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": Archive("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+
+def safe_unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        try:
+            return _SafeUnpickler(f, encoding="latin1").load()
+        except Exception as exc:  # corrupt or hostile file
+            raise DataError(f"{path}: not a readable CIFAR batch ({exc})") from None
+
+
+def num_classes(dataset: str) -> int:
+    """Number of classes of ``dataset`` (CIFAR-100: the 100 fine classes)."""
+    if dataset == "digits":
+        return 10
+    return _layout(dataset)[4]
+
+
+def _layout(dataset: str):
+    try:
+        return _LAYOUT[dataset]
+    except KeyError:
+        raise DataError(f"unknown dataset {dataset!r}; choose one of: {', '.join(_LAYOUT)}") from None
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """``--data-dir`` if given, else ``$RADIXSNN_DATA_DIR``, else ``~/.cache/radixsnn/data``."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return Path.home() / ".cache" / "radixsnn" / "data"
+
+
+def find_dataset(dataset: str, data_dir: str | os.PathLike | None) -> Path:
+    """The folder holding the extracted batches (``data_dir`` itself or its layout sub-folder)."""
+    folder, train_files, test_files, _, _ = _layout(dataset)
+    root = resolve_data_dir(data_dir)
+    for cand in (root / folder, root):
+        if all((cand / f).is_file() for f in train_files + test_files):
+            return cand
+    # a folder holding the test split alone is enough for evaluation
+    for cand in (root / folder, root):
+        if all((cand / f).is_file() for f in test_files):
+            return cand
+    raise DataError(
+        f"no {dataset} data under {root}: expected {folder}/ with {', '.join(test_files)} "
+        f"(extract the official python-version archive there, or pass --data-dir)"
+    )
+
+
+def load_cifar(
+    dataset: str, data_dir=None, train: bool = False, *, download: bool = False, coarse: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(images uint8 (N,3,32,32), labels int64 (N,))`` for one split.
+
+    ``download=True`` fetches and extracts the official archive when the data is not found.
+    ``coarse=True`` (CIFAR-100 only) returns the 20 superclass labels instead of the 100 fine ones.
+    """
+    folder, train_files, test_files, label_key, _ = _layout(dataset)
+    if coarse:
+        if dataset != "cifar100":
+            raise DataError(f"coarse labels exist only for cifar100, not {dataset}")
+        label_key = "coarse_labels"
+    base = prepare_dataset(dataset, data_dir, download=download, train=train)
+    images, labels = [], []
+    for name in train_files if train else test_files:
+        path = base / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing")
+        batch = safe_unpickle(path)
+        try:
+            data = np.asarray(batch["data"], dtype=np.uint8)
+            lab = np.asarray(batch[label_key], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: not a CIFAR batch ({exc})") from None
+        if data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
+            raise DataError(f"{path}: unexpected array shapes {data.shape}, {lab.shape}")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(lab)
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def prepare_dataset(dataset: str, data_dir=None, *, download: bool = False, train: bool = True) -> Path:
+    """The folder holding ``dataset``; with ``download=True`` fetch and extract it when it is missing.
+
+    An archive already lying in the data folder (the official file name) is verified and extracted
+    without downloading. ``train=False`` is satisfied by a folder holding the test split alone.
+    """
+    folder, train_files, test_files, _, _ = _layout(dataset)
+    needed = train_files + test_files if train else test_files
+    try:
+        base = find_dataset(dataset, data_dir)
+        if all((base / f).is_file() for f in needed):
+            return base
+        missing = DataError(f"{base} lacks the {'training' if train else 'test'} split of {dataset}")
+    except DataError as exc:
+        missing = exc
+    root = resolve_data_dir(data_dir)
+    archive = root / ARCHIVES[dataset].filename
+    if not download and not archive.is_file():
+        raise DataError(f"{missing} (download=True, or --download on the command line, fetches {ARCHIVES[dataset].url})")
+    return download_dataset(dataset, root)
+
+
+def download_dataset(
+    dataset: str, data_dir=None, *, url: str | None = None, md5: str | None = None, timeout: float = 30.0
+) -> Path:
+    """Download (unless already present), verify and extract the official archive of ``dataset``.
+
+    ``url`` and ``md5`` override the official source (a mirror). Returns the extracted folder.
+    """
+    official = ARCHIVES.get(dataset)
+    if official is None:
+        raise DataError(f"no download known for dataset {dataset!r}; choose one of: {', '.join(ARCHIVES)}")
+    url = url or official.url
+    md5 = (md5 or official.md5).lower()
+    root = resolve_data_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / url.rsplit("/", 1)[-1]
+    if not (archive.is_file() and file_md5(archive) == md5):
+        partial = archive.with_name(archive.name + ".part")
+        try:
+            _fetch(url, partial, timeout)
+            got = file_md5(partial)
+            if got != md5:
+                raise DataError(f"checksum mismatch for {url}: MD5 {got}, expected {md5} (download corrupted or tampered)")
+            os.replace(partial, archive)
+        finally:
+            partial.unlink(missing_ok=True)
+    extract_archive(archive, root)
+    return find_dataset(dataset, root)
+
+
+def file_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex MD5 digest of a file (the sum the CIFAR archives are published with)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(url: str, dest: Path, timeout: float) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name.removesuffix('.part')}") as bar:
+                while block := response.read(1 << 20):
+                    out.write(block)
+                    bar.update(len(block))
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(f"cannot download {url}: {reason}") from None
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Extract a tar archive into ``dest``, refusing links, devices and paths that leave ``dest``."""
+    dest = Path(dest).resolve()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            members = tar.getmembers()
+            for member in members:
+                if not (member.isfile() or member.isdir()):
+                    raise DataError(f"{archive}: refusing to extract {member.name!r} (not a plain file or folder)")
+                target = (dest / member.name).resolve()
+                if target != dest and dest not in target.parents:
+                    raise DataError(f"{archive}: refusing to extract {member.name!r} (outside {dest})")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, members=members, filter="data")
+            else:  # Python < 3.11.4: the checks above are the filter
+                tar.extractall(dest, members=members)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DataError(f"{archive}: not a readable tar archive ({exc})") from None
+
+
+def load_digits(train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 1,797 handwritten digits as ``(uint8 (N,3,32,32), int64 (N,))``.
+
+    The 8x8 images (values 0..16) are scaled to 0..255, resized bilinearly to 28x28, zero-padded to
+    32x32 and repeated over 3 channels, so every CIFAR model runs on them unchanged. Every sixth
+    image (300) forms the test split, the other 1,497 the training split.
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise DataError("the digits dataset needs scikit-learn: pip install 'radixsnn[demo]'") from None
+    bunch = sklearn_digits()
+    images = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32)) * (255.0 / 16.0)
+    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
+    images = torch.nn.functional.interpolate(images[:, None], size=(28, 28), mode="bilinear", align_corners=False)
+    images = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    images = images.round().clamp(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+    test = torch.arange(len(labels)) % 6 == 0
+    keep = ~test if train else test
+    return images[keep].contiguous(), labels[keep].contiguous()
+
+
+def load_dataset(dataset: str, data_dir=None, train: bool = False, *, download: bool = False):
+    """One split of any dataset in :data:`DATASETS` as ``(uint8 images, int64 labels)``."""
+    if dataset == "digits":
+        return load_digits(train)
+    return load_cifar(dataset, data_dir, train, download=download)
+
+
+def calibration_images(dataset: str, data_dir, count: int, seed: int = 0) -> torch.Tensor:
+    """``count`` training images of ``dataset`` drawn with ``seed`` (the test split is never used to calibrate)."""
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError("calib_images", f"must be at least 1, got {count!r}")
+    images, _ = load_dataset(dataset, data_dir, train=True)
+    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
+    return images[idx]

@@ -1,0 +1,134 @@
+r"""Accuracy and efficiency of radix SNNs against the number of time steps (paper Fig. 4).
+
+For every weight width ``b`` and time-step count ``T`` the float network is converted with the core
+pipeline (``quantize`` -> ``calibrate`` -> ``to_snn``) and the SNN is evaluated with the integer
+engine, whose logits equal the spike simulation's exactly (the evaluator also checks them against the
+QANN: ``agreement``). Optionally each QANN is first fine-tuned for a few hundred steps by the shared
+trainer (:func:`radixsnn.training.finetune`: quantization-aware training with straight-through
+estimators, SGD with momentum at a constant rate and gradient clipping, on a subset of the training
+images) -- a short version of ``radixsnn finetune``.
+
+**Efficiency** is images processed per unit time. A radix SNN does ``ops_graph`` = sum N M T synaptic
+operations per image (paper Eq. 24 over its synapses, :func:`radixsnn.core.ops.graph_ops`; it grows
+linearly with T), and,
+as in the paper's comparison of 8-bit and 3-bit weights, an operation on a ``b``-bit weight is
+taken to cost ``b`` (bit-serial weights). So
+
+    efficiency  ~  1 / (ops_graph x b),
+
+reported relative to the most efficient point of the sweep. At equal T, 8-bit weights are therefore
+``1 - 3/8 = 62.5 %`` less efficient than 3-bit weights (the paper's "63 %") -- a consequence of the
+cost model, not a measurement.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from radixsnn.core.convert import quantize
+from radixsnn.core.evaluation import evaluate
+from radixsnn.core.quant import ActQuant, WeightQuant
+from radixsnn.data.loader import DeviceLoader
+from radixsnn.errors import ConfigError
+from radixsnn.training.qat import finetune
+from radixsnn.training.trainer import TrainConfig
+
+
+def sweep(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    calib_images: torch.Tensor,
+    time_steps,
+    weight_bits,
+    finetune_steps: int = 0,
+    train_images: torch.Tensor | None = None,
+    train_labels: torch.Tensor | None = None,
+    batch_size: int = 250,
+    finetune_batch: int = 64,
+    lr: float = 1e-3,
+    calib: str = "mse",
+    progress: bool = True,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    seed: int = 0,
+    mean=None,
+    std=None,
+) -> list[dict]:
+    """One row per (weight bits, T, mode): accuracy, QANN agreement, operations and efficiency.
+
+    ``mode`` is ``"post-training"`` for every point and, with ``finetune_steps > 0``, also
+    ``"fine-tuned"`` (the calibrated QANN after ``finetune_steps`` SGD steps on ``train_images``, batches
+    of ``finetune_batch`` augmented by ``augment``). ``mean`` / ``std``: the model's input normalization
+    (default: its registry config).
+    """
+    time_steps, weight_bits = sorted(set(time_steps)), sorted(set(weight_bits), reverse=True)
+    if not time_steps or not weight_bits:
+        raise ConfigError("time_steps", "and weight_bits need at least one value each")
+    for t in time_steps:
+        ActQuant(t)
+    for b in weight_bits:
+        WeightQuant(b)
+    if finetune_steps < 0:
+        raise ConfigError("finetune_steps", f"must not be negative, got {finetune_steps}")
+    if finetune_steps and (train_images is None or train_labels is None or len(train_images) == 0):
+        raise ConfigError("train_images", "and train_labels are needed for fine-tuning")
+    tune = None
+    if finetune_steps:
+        tune = TrainConfig(epochs=1, batch_size=finetune_batch, lr=lr, momentum=0.9, weight_decay=0.0,
+                           schedule="constant", clip_grad=1.0, seed=seed, max_steps=finetune_steps)
+    rows = []
+    plan = [(b, t) for b in weight_bits for t in time_steps]
+    bar = tqdm(plan, desc="sweep", unit="point", disable=not progress)
+    for bits, steps in bar:
+        bar.set_postfix(bits=bits, T=steps)
+        start = time.perf_counter()
+        qann = quantize(model, steps, weight_bits=bits, input_shape=tuple(images.shape[1:]), mean=mean, std=std)
+        qann.calibrate(calib_images, method=calib, progress=False)
+        modes = [("post-training", 0)] + ([("fine-tuned", finetune_steps)] if finetune_steps else [])
+        for mode, n_steps in modes:
+            final_loss = None
+            if n_steps:
+                loader = DeviceLoader(train_images, train_labels, finetune_batch, train=True, seed=seed, augment=augment)
+                trainer = finetune(qann, loader, tune, progress=progress, progress_lines=False)
+                final_loss = trainer.history[-1]["train_loss"]
+            qann.eval()
+            res = evaluate(qann.to_snn(), images, labels, engine="integer", qann=qann, batch_size=batch_size,
+                           progress=False)
+            rows.append({
+                "weight_bits": bits,
+                "time_steps": steps,
+                "mode": mode,
+                "finetune_steps": n_steps,
+                "accuracy": res["accuracy"],
+                "qann_accuracy": res["qann_accuracy"],
+                "agreement": res["agreement"],
+                "ops_graph": res["ops_graph"],
+                "final_loss": final_loss,
+                "seconds": time.perf_counter() - start,
+            })
+    add_efficiency(rows)
+    return rows
+
+
+def add_efficiency(rows: list[dict]) -> None:
+    """Set ``cost = ops_graph x weight_bits`` and ``efficiency = min cost / cost`` (1 = most efficient)."""
+    for r in rows:
+        r["cost"] = r["ops_graph"] * r["weight_bits"]
+    best = min(r["cost"] for r in rows)
+    for r in rows:
+        r["efficiency"] = best / r["cost"]
+
+
+def write_csv(rows: list[dict], path) -> None:
+    cols = ("weight_bits", "time_steps", "mode", "finetune_steps", "accuracy", "qann_accuracy", "agreement",
+            "ops_graph", "cost", "efficiency")
+    lines = [",".join(cols)]
+    for r in rows:
+        lines.append(",".join("" if r[c] is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]))
+                              for c in cols))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")

@@ -1,0 +1,258 @@
+"""Quantization-aware fine-tuning of a QANN, and the fine-tuning run behind ``radixsnn finetune``.
+
+:func:`finetune` trains a calibrated :class:`~radixsnn.core.qann.QANN` with straight-through estimators
+by the shared :class:`~radixsnn.training.trainer.Trainer` (optionally distilling from the float
+network): the ``finetune`` command, the sweep and the demo all go through it. :func:`finetune_run` is
+the whole run: trace and calibrate the float checkpoint, fine-tune (resumable), convert the final QANN
+to ``OUT/model.snn`` and evaluate the SNN on the test set (``OUT/eval.json``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from radixsnn.core.convert import quantize
+from radixsnn.core.evaluation import evaluate
+from radixsnn.core.inputs import normalize
+from radixsnn.core.qann import QANN
+from radixsnn.core.quant import ActQuant, WeightQuant
+from radixsnn.data.datasets import load_dataset, num_classes
+from radixsnn.data.loader import DeviceLoader
+from radixsnn.errors import ConfigError
+from radixsnn.models import create_model, list_models
+from radixsnn.models.weights import file_sha256
+from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
+from radixsnn.training.runtime import Runtime, start_runtime, stop_runtime
+from radixsnn.training.state import RunState, code_version, write_json
+from radixsnn.training.trainer import TrainConfig, Trainer, pixels_as_float
+
+#: The options of a fine-tuning run and their defaults (``radixsnn finetune`` shows these).
+FINETUNE_DEFAULTS = {
+    "model": None,
+    "weights": None,
+    "dataset": "cifar10",
+    "time_steps": None,
+    "weight_bits": 8,
+    "input_bits": 8,
+    "act_scale": "channel",
+    "calib": "mse",
+    "calib_images": 1024,
+    "epochs": 3,
+    "batch_size": 128,
+    "lr": None,  # default_lr(T)
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "schedule": "cosine",
+    "step_epochs": 30,
+    "label_smoothing": 0.0,
+    "clip_grad": 1.0,
+    "distill": 1.0,
+    "seed": 0,
+    "train_subset": None,
+    "test_subset": None,
+    "limit_batches": None,
+}
+
+
+def default_lr(time_steps: int) -> float:
+    """The default base learning rate at T steps: 0.03 for T <= 2, else 1e-3.
+
+    At T = 2 the calibrated QANN starts far below the float network and needs large steps; at larger T
+    it starts close to it, and large steps only disturb it (the measurements are in docs/results.md).
+    """
+    return 3e-2 if time_steps <= 2 else 1e-3
+
+
+def float_teacher(model: nn.Module, mean, std, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The frozen float network as a function of uint8 pixels: the distillation target."""
+    model = model.to(device).eval().requires_grad_(False)
+    return lambda images: model(normalize(images, mean, std))
+
+
+def finetune(
+    qann: QANN,
+    train_loader: DeviceLoader,
+    config: TrainConfig,
+    *,
+    test_loader: DeviceLoader | None = None,
+    teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    runtime: Runtime | None = None,
+    out_dir: str | Path | None = None,
+    meta: dict | None = None,
+    state: RunState | None = None,
+    progress: bool = True,
+    progress_lines: bool = True,
+) -> Trainer:
+    """Fine-tune ``qann`` (calibrated) on ``train_loader``'s uint8 batches by the shared trainer.
+
+    The QANN's forward pass quantizes with straight-through gradients, so ordinary (cross-entropy or
+    distillation, ``config.distill``) training adjusts weights, biases and activation scales. With
+    ``test_loader`` the calibrated QANN is evaluated first (``meta["calibrated"]``) and every epoch after;
+    with ``out_dir`` checkpoints are written there, and ``state`` resumes from one. Returns the trainer
+    (its ``history``; ``qann`` itself is trained in place and left in eval mode).
+    """
+    if runtime is None:
+        runtime = Runtime(next(qann.parameters()).device)
+    meta = {} if meta is None else meta
+    trainer = Trainer(
+        qann, config, runtime, out_dir,
+        train_loader=train_loader, test_loader=test_loader, preprocess=pixels_as_float, meta=meta,
+        progress=progress, teacher=teacher, progress_lines=progress_lines,
+    )
+    if state is not None:
+        trainer.restore(state)
+        meta["calibrated"] = state.meta.get("calibrated")
+    elif test_loader is not None:
+        meta["calibrated"] = trainer.evaluate()
+        if runtime.is_main and progress_lines:
+            tqdm.write(
+                f"calibrated {qann.time_steps}-step QANN before fine-tuning: test loss "
+                f"{meta['calibrated']['test_loss']:.4f} acc {meta['calibrated']['test_acc']:.2f}%"
+            )
+    trainer.fit()
+    qann.eval()
+    return trainer
+
+
+def calibrated_qann(float_model: nn.Module, config: dict, train_images: torch.Tensor, device: torch.device,
+                    progress: bool = True) -> QANN:
+    """The calibrated QANN of the float network (the starting point of fine-tuning), from ``config``."""
+    qann = quantize(float_model, config["time_steps"], weight_bits=config["weight_bits"],
+                    input_bits=config["input_bits"], act_scale=config["act_scale"])
+    if config["calib_images"] < 1:
+        raise ConfigError("calib_images", f"must be at least 1, got {config['calib_images']}")
+    draw = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(config["seed"]))
+    qann.to(device)
+    qann.calibrate(train_images[draw[: config["calib_images"]]].to(device), method=config["calib"], progress=progress)
+    return qann
+
+
+def finetune_run(
+    config: dict,
+    out_dir: str | Path,
+    *,
+    given: set[str] | None = None,
+    resume: bool = False,
+    data_dir=None,
+    download: bool = False,
+    device: str = "auto",
+    engine: str = "spikes",
+    eval_images: int | None = None,
+    progress: bool = True,
+) -> dict | None:
+    """Fine-tune ``config['model']`` (float weights ``config['weights']``) at ``config['time_steps']`` into
+    ``out_dir``, convert it to ``OUT/model.snn`` and evaluate it with ``engine``; returns the evaluation
+    (also ``OUT/eval.json``), or ``None`` when this run's final SNN was already evaluated so.
+
+    ``config`` holds the keys of :data:`FINETUNE_DEFAULTS` (missing ones take the defaults; ``lr`` defaults
+    to :func:`default_lr`); ``given`` names the options set explicitly, which must agree with a resumed run's.
+    """
+    given = set(config) if given is None else set(given)
+    config = {**FINETUNE_DEFAULTS, **config}
+    if eval_images is not None and eval_images < 1:
+        raise ConfigError("eval_images", f"must be at least 1, got {eval_images}")
+    runtime = start_runtime(device)
+    try:
+        out = Path(out_dir)
+        config, state = open_run(out, config, given, resume=resume, kind="qann", announce=runtime.is_main)
+        for key in ("model", "weights", "time_steps"):
+            if config[key] is None:
+                raise ConfigError(key, "is required for a new run")
+        if config["model"] not in list_models():
+            raise ConfigError("model", f"{config['model']!r} is unknown; choose one of: {', '.join(list_models())}")
+        ActQuant(config["time_steps"])
+        WeightQuant(config["weight_bits"])
+        if config["lr"] is None:
+            config["lr"] = default_lr(config["time_steps"])
+        tc = train_config(config)
+        train_loader, test_loader = make_loaders(config, runtime, data_dir, download)
+        seed_everything(config["seed"])
+        # Loaded once: the start of a new run, the distillation teacher and the final float accuracy.
+        # A resumed run goes on without the file unless it distils.
+        float_model = None
+        if state is None or Path(config["weights"]).is_file():
+            float_model = create_model(config["model"], num_classes=num_classes(config["dataset"]),
+                                       weights=config["weights"])
+        if state is None:
+            qann = calibrated_qann(float_model, config, train_loader.images, runtime.device,
+                                   progress=runtime.is_main and progress)
+        else:
+            qann = QANN.from_spec(state.meta["spec"])
+        meta = {
+            "kind": "qann",
+            "model": config["model"],
+            "dataset": config["dataset"],
+            "num_classes": num_classes(config["dataset"]),
+            "spec": qann.spec,
+            "config": config,
+        }
+        teacher = None
+        if tc.distill > 0:
+            if float_model is None:
+                raise ConfigError("weights", f"file {config['weights']} is needed for distillation, and it is missing")
+            attrs = qann.graph.input.attrs
+            teacher = float_teacher(float_model, attrs["mean"], attrs["std"], runtime.device)
+        ran = state is None or int(state.meta["epoch"]) < tc.epochs
+        trainer = finetune(qann, train_loader, tc, test_loader=test_loader, teacher=teacher, runtime=runtime,
+                           out_dir=out, meta=meta, state=state, progress=progress)
+        result = None
+        if runtime.is_main:
+            if not ran and _evaluated(out, len(trainer.history), engine, eval_images):
+                print(f"{out}: all {tc.epochs} epochs are done and evaluated (see {out / 'eval.json'})")
+            else:
+                result = _convert_and_evaluate(qann, float_model, config, out, runtime.device, len(trainer.history),
+                                               data_dir, engine, eval_images, progress)
+        return result
+    finally:
+        stop_runtime(runtime)
+
+
+def _evaluated(out: Path, epochs: int, engine: str, eval_images: int | None) -> bool:
+    """Whether ``OUT/eval.json`` already reports this run's final SNN under the same evaluation options."""
+    try:
+        done = json.loads((out / "eval.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (out / "model.snn").is_file() and done.get("run_epochs") == epochs and done.get("engine") == engine \
+        and done.get("eval_images_option") == eval_images
+
+
+def _convert_and_evaluate(qann: QANN, float_model: nn.Module | None, config: dict, out: Path, device: torch.device,
+                          epochs: int, data_dir, engine: str, eval_images: int | None, progress: bool) -> dict:
+    """Write ``OUT/model.snn`` from the fine-tuned QANN and ``OUT/eval.json`` from simulating it."""
+    qann.eval()
+    weights = Path(config["weights"])
+    metadata = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "num_classes": num_classes(config["dataset"]),
+        "weights": str(weights.resolve()),
+        "weights_sha256": file_sha256(weights) if weights.is_file() else None,
+        "how": "quantization-aware fine-tuning",
+        "finetune_run": str(out.resolve()),
+        "epochs": epochs,
+        "config": config,
+        "code": code_version(),
+    }
+    snn = qann.to_snn(metadata)
+    path = snn.save(out / "model.snn")
+    images, labels = load_dataset(config["dataset"], data_dir, train=False)
+    start = time.perf_counter()
+    result = evaluate(snn, images, labels, engine, qann=qann, float_model=float_model, device=device,
+                      limit=eval_images, progress=progress)
+    result.update(file=str(path), dataset=config["dataset"], run_epochs=epochs, eval_images_option=eval_images,
+                  wall_seconds=time.perf_counter() - start)
+    write_json(out / "eval.json", result)
+    fp = result["fp_accuracy"]
+    print(
+        f"{config['model']} T={snn.time_steps}: SNN {100 * result['accuracy']:.2f}%  QANN {100 * result['qann_accuracy']:.2f}%  "
+        f"float {'n/a' if fp is None else f'{100 * fp:.2f}%'}  SNN == QANN on {100 * result['agreement']:.2f}% of "
+        f"{result['images']} images ({engine} engine); wrote {path} and {out / 'eval.json'}"
+    )
+    return result

@@ -1,0 +1,3 @@
+"""The version of radixsnn (its own module, so that any module can read it without importing the package root)."""
+
+__version__ = "0.1.0"
