@@ -2,7 +2,6 @@
 import math
 
 import pytest
-import torch
 
 from radixsnn.core.ops import ANN_OPS_PER_MAC, ann_ops, table_ops
 from radixsnn.experiments.cost import energy_ann, energy_snn, model_cost, model_macs, reference_operations

@@ -7,7 +7,6 @@ import sys
 import pytest
 import torch
 
-from radixsnn.models.weights import load_weights
 from radixsnn import quantize
 from radixsnn.data import load_cifar
 from radixsnn import evaluate

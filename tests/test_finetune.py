@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from radixsnn.models.weights import load_weights
 from radixsnn.cli import main
 from radixsnn import quantize
 from radixsnn.data import load_cifar

@@ -80,9 +80,8 @@ def _brute_fanout(geo: LayerGeometry, shape):
     c, h, w = shape
     oh, ow = geo.output_hw(h, w)
     fan = torch.zeros(shape, dtype=torch.int64)
-    cin_g, cout_g = geo.in_channels // geo.groups, geo.out_channels // geo.groups
+    cout_g = geo.out_channels // geo.groups
     for ic in range(c):
-        group = ic // cin_g
         for y in range(oh):
             for x in range(ow):
                 for ky in range(geo.kernel_size[0]):

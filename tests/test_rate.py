@@ -173,7 +173,6 @@ def test_bad_thresholds_are_rejected():
 @pytest.mark.pretrained
 @pytest.mark.slow
 def test_resnet20_rate_snn_on_cifar10(cifar10_dir, resnet20_weights):
-    from radixsnn.models.weights import load_weights
     from radixsnn.data import load_cifar
     from radixsnn.models import create_model
 

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from radixsnn.cli import ops, report, reproduce
 from radixsnn.errors import RadixSNNError

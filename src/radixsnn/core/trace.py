@@ -123,7 +123,6 @@ class _Builder:
     # -- driver ---------------------------------------------------------------------------------------
     def run(self):
         placeholders = 0
-        result = None
         for n in self.gm.graph.nodes:
             if n.op == "placeholder":
                 placeholders += 1
@@ -137,7 +136,7 @@ class _Builder:
             elif n.op == "get_attr":
                 raise ConversionError(f"unsupported operation: tensor attribute {n.target!r} used at node {n.name}")
             elif n.op == "output":
-                result = self._output(n)
+                self._output(n)
             else:
                 self.values[n.name] = self._visit(n)
         graph = Graph(self.nodes)
