@@ -97,7 +97,7 @@ class LayerGeometry:
         """Inputs per output neuron (``N`` of Eq. 24), padding taps included."""
         if self.kind == "linear":
             return self.in_channels
-        return self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        return term_fan_in(self.term())
 
     def output_hw(self, h: int, w: int) -> tuple[int, int]:
         out = []
@@ -118,14 +118,6 @@ class LayerGeometry:
         attrs = {"stride": list(self.stride), "padding": list(self.padding), "dilation": list(self.dilation),
                  "groups": self.groups}
         return Term("", "conv2d", "", shape, attrs)
-
-
-def _leading(input_shape: Sequence[int]) -> int:
-    """Number of feature vectors a linear layer sees in one sample (1 for a flat input)."""
-    n = 1
-    for s in input_shape[:-1]:
-        n *= int(s)
-    return n
 
 
 def _geometry(layer) -> LayerGeometry:
@@ -263,15 +255,18 @@ def table_ops(macs: int, time_steps: int) -> int:
     return int(macs) * time_steps
 
 
-def term_fan_in(graph: Graph, term: Term) -> int:
-    """Synapses per output neuron of ``term`` (the ``N`` of Eq. 24), padding taps included."""
+def term_fan_in(term: Term, src_shape: Sequence[int] | None = None) -> int:
+    """Synapses per output neuron of ``term`` (the ``N`` of Eq. 24), padding taps included.
+
+    ``src_shape`` (the source's ``(C, H, W)``) is needed for a ``sumpool`` readout, whose every source
+    position is a synapse.
+    """
     if term.op == "conv2d":
         w = term.weight_shape
         return w[1] * w[2] * w[3]
     if term.op == "linear":
         if term.attrs["mode"] == "sumpool":
-            src = graph[term.src].shape
-            return src[0] * src[1] * src[2]
+            return src_shape[0] * src_shape[1] * src_shape[2]
         return term.weight_shape[1]
     return 1
 
@@ -293,7 +288,7 @@ def graph_ops(graph: Graph, time_steps: int, input_bits: int = 8) -> int:
             if t.op == "select":
                 total += m * (node.shape[0] - sum(t.attrs["pad"])) // node.shape[0] * steps
             else:
-                total += term_fan_in(graph, t) * m * steps
+                total += term_fan_in(t, graph[t.src].shape) * m * steps
     return total
 
 

@@ -118,7 +118,7 @@ def find_dataset(dataset: str, data_dir: str | os.PathLike | None) -> Path:
             return cand
     raise DataError(
         f"no {dataset} data under {root}: expected {folder}/ with {', '.join(test_files)} "
-        f"(extract the official python-version archive there, or pass --data-dir)"
+        f"(extract the official python-version archive there, or give the folder that holds it: data_dir, --data-dir)"
     )
 
 

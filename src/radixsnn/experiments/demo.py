@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radixsnn.data.datasets import prepare_dataset
-from radixsnn.errors import ConfigError, DataError, RadixSNNError
+from radixsnn.errors import ConfigError, ConversionError, DataError
 from radixsnn.training.float_run import train_run
 from radixsnn.training.qat import finetune_run
 
@@ -93,7 +93,7 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
 ) -> DemoResult:
-    """Run the demo into ``out`` (a rerun reuses the finished runs); raises :class:`RadixSNNError` when the
+    """Run the demo into ``out`` (a rerun reuses the finished runs); raises :class:`ConversionError` when the
     SNN's outputs differ from the QANN's on any image."""
     if images is not None and images < 1:
         raise ConfigError("images", f"must be at least 1, got {images}")
@@ -137,5 +137,5 @@ def run_demo(
     result = json.loads((snn_dir / "eval.json").read_text())
     calibrated = json.loads((snn_dir / "last.json").read_text()).get("calibrated") or {}
     if result["agreement"] != 1.0:
-        raise RadixSNNError(f"the SNN's outputs differ from the QANN's on {100 * (1 - result['agreement']):.2f}% of the images")
+        raise ConversionError(f"the SNN's outputs differ from the QANN's on {100 * (1 - result['agreement']):.2f}% of the images")
     return DemoResult(result, calibrated, dataset, how, time.perf_counter() - start)

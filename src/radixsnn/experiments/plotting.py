@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.errors import RadixSNNError
+from radixsnn.errors import ConfigError
 
 _COLORS = {"radix": "tab:red", "radix_pow2": "tab:orange", "rate": "tab:blue"}
 _LABELS = {"radix": "radix, X/(2^T-1)", "radix_pow2": "radix, X/2^T (paper)", "rate": "rate, count/T"}
@@ -20,7 +20,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RadixSNNError("drawing figures needs matplotlib: pip install 'radixsnn[plot]'") from None
+        raise ConfigError(None, "drawing figures needs matplotlib: pip install 'radixsnn[plot]' (or leave the plot out)") from None
     return plt
 
 

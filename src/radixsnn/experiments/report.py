@@ -332,7 +332,7 @@ def report_markdown(paths=()) -> str:
     results = collect_results(paths)
     used = {(r.model, r.dataset, t) for r in TABLE2 + TABLE3 for t in (r.time_steps, None)}
     unplaced = sorted({res.source for key, res in results.items() if key not in used})
-    intro = ("Cost columns are computed from the model zoo (Eq. 24: MACs × T for SNNs, 66 × MACs for ANNs; "
+    intro = ("Cost columns are computed from the model zoo (Eq. 24 by the tables' rule, ops_table = MACs × T, for SNNs; 66 × MACs for ANNs; "
              "latency relative to the VGG-16 ANN). Accuracy columns come from "
              + (f"{len(set(r.source for r in results.values()))} result file(s)" if results else "no result files")
              + "; blank where a row has not been run.")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from radixsnn.data.loader import DeviceLoader, derive_seed
-from radixsnn.errors import ConfigError, RadixSNNError
+from radixsnn.errors import ConfigError
 from radixsnn.training.runtime import Runtime
 from radixsnn.training.state import RunState, code_version, save_run, write_text_atomic
 
@@ -312,7 +312,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}")
         total_loss, total_correct, total = self.runtime.all_reduce_sum([loss_sum.item(), correct.item(), seen])
         if not math.isfinite(total_loss):
-            raise RadixSNNError(f"training diverged in epoch {epoch + 1} (loss is {total_loss}); try a lower learning rate (lr)")
+            raise ConfigError("lr", f"{self.config.lr} made training diverge in epoch {epoch + 1} (loss {total_loss}); try a lower one")
         return {"train_loss": total_loss / total, "train_acc": 100.0 * total_correct / total, "train_images": int(total)}
 
     def _clip_gradients(self) -> None:
