@@ -1,5 +1,5 @@
 # Set-up and everyday commands. `make demo` and `make test` work on a fresh clone:
-# they create .venv, install the pinned CPU build of PyTorch when no torch is present,
+# they create .venv, install the pinned CPU build of PyTorch when no torch >= 2.10 is present,
 # then install radixsnn in editable mode with its test extras.
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +13,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "torch==$(TORCH_VERSION)"
+	$(BIN)/python -c "import sys, torch; sys.exit(tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (2, 10))" 2>/dev/null \
+		|| $(BIN)/pip install -q "torch==$(TORCH_VERSION)"
 	$(BIN)/pip install -q -e ".[test,plot,demo]"
 	touch $(STAMP)
 

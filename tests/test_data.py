@@ -154,6 +154,47 @@ def test_archive_already_in_data_dir_is_extracted_without_network(tmp_path, monk
     assert prepare_dataset("cifar100", data_dir, download=False).name == "cifar-100-python"
 
 
+def test_corrupt_archive_in_data_dir_is_reported_without_network(tmp_path, monkeypatch):
+    import radixsnn.data.datasets as data
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "cifar-100-python.tar.gz").write_bytes(b"truncated download")
+    monkeypatch.setattr(data, "_fetch", lambda *a: pytest.fail("must not download"))
+    with pytest.raises(DataError, match="cifar-100-python.tar.gz is corrupt"):
+        prepare_dataset("cifar100", data_dir, download=False)
+
+
+def test_labels_outside_the_classes_are_a_data_error(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    batch = {"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [3, 10]}
+    (d / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError, match="labels must lie in 0..9"):
+        load_cifar("cifar10", tmp_path)
+
+
+def test_download_deadline(tmp_path, monkeypatch):
+    """A server that trickles bytes forever is cut off by the overall deadline, not only per read."""
+    import radixsnn.data.datasets as data
+
+    class Slow:
+        headers: dict = {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, n):
+            return b"x"
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: Slow())
+    with pytest.raises(DataError, match="not done after 0 s"):
+        data._fetch("http://example.invalid/a.tar.gz", tmp_path / "a.part", timeout=1.0, deadline=0.0)
+
+
 def test_cifar100_fine_and_coarse_labels(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -127,8 +127,8 @@ def test_finetune_option_errors(tmp_path, capsys):
         "--dataset", "digits", "--train-subset", "8", "--out", str(tmp_path / "b"),
     ]) == 2
     assert "weights file not found" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # quantized networks train in float32 only
-        main(["finetune", "--amp", "--model", "resnet20", "--out", str(tmp_path / "c")])
+    # quantized networks train in float32 only: --amp is not an option of finetune
+    assert main(["finetune", "--amp", "--model", "resnet20", "--out", str(tmp_path / "c")]) == 2
 
 
 # --------------------------------------------------------------------------- demo

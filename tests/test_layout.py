@@ -14,9 +14,10 @@ import radixsnn
 from radixsnn.cli import COMMANDS
 
 ROOT = Path(radixsnn.__file__).parent
-#: Lower layers first; a module may import its own layer and the ones before it (plus errors, version).
+#: Lower layers first; a module may import its own layer and the ones before it (plus the shared
+#: root modules: errors, outputs, version).
 LAYERS = ["core", "models", "data", "training", "experiments", "cli"]
-SHARED = {"radixsnn.errors", "radixsnn.version"}
+SHARED = {"radixsnn.errors", "radixsnn.outputs", "radixsnn.version"}
 
 
 def _module_name(path: Path) -> str:

@@ -102,13 +102,15 @@ def test_ops_command_json(tmp_path, capsys):
 
 
 def test_ops_command_conv_only_and_errors(capsys):
-    assert run_cli(["ops", "--model", "vgg9", "-T", "100", "--layers", "conv", "--summary"]) == 0
+    assert run_cli(["ops", "--model", "vgg9", "-T", "4", "--layers", "conv", "--summary"]) == 0
     printed = capsys.readouterr().out
-    assert "190.5e6" in printed and "19.05e9" in printed and "features.0" not in printed
+    assert "190.5e6" in printed and "762.1e6" in printed and "features.0" not in printed
     with pytest.raises(RadixSNNError):
         run_cli(["ops", "--model", "nope", "-T", "8"])
     with pytest.raises(RadixSNNError):
         run_cli(["ops", "--model", "vgg16", "-T", "0"])
+    with pytest.raises(RadixSNNError, match="time_steps must be an integer in 1..16"):  # a radix SNN's T, as convert's
+        run_cli(["ops", "--model", "vgg16", "-T", "100"])
 
 
 def test_recipes_cover_every_radix_row():

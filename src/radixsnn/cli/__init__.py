@@ -5,7 +5,10 @@ every :class:`~radixsnn.errors.RadixSNNError` becomes one line on stderr and exi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
+import re
 import sys
 
 from radixsnn.errors import ConfigError, RadixSNNError
@@ -27,8 +30,18 @@ COMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, ``radixsnn COMMAND: error: ...``, exit code 2
+    (the full usage stays in ``--help``)."""
+
+    def error(self, message: str):
+        # "argument --lr: must be positive, got '-1'" -> "--lr must be positive, got '-1'" (as library errors read)
+        message = re.sub(r"^argument ([^/:\s]+)(/\S+)?: ", r"\1 ", " ".join(message.split()))
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="radixsnn",
         description="Radix-encoded spiking neural networks: convert, fine-tune, simulate and evaluate.",
     )
@@ -38,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f"radixsnn.cli.{name}").register(sub)
     return parser
+
+
+def usage_error(argv: list[str]) -> str | None:
+    """What parsing ``argv`` as a ``radixsnn`` command line would refuse, as one line (``None``: it parses)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exc:
+            if exc.code:
+                return err.getvalue().strip().split(": error: ", 1)[-1]
+    return None
 
 
 def option_flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
@@ -58,7 +83,10 @@ def error_message(exc: RadixSNNError, flags: dict[str, str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         result = args.func(args)
     except RadixSNNError as exc:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, load_float_model
+from radixsnn.cli.options import add_float_model_args, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.convert import quantize
 from radixsnn.core.qann import ACT_SCALES
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import calibration_images
 from radixsnn.models.weights import file_sha256
+from radixsnn.outputs import check_file
 from radixsnn.training.runtime import resolve_device
 
 
@@ -28,14 +29,15 @@ def register(sub) -> None:
     p.add_argument("--act-scale", choices=ACT_SCALES, default="layer",
                    help="one activation scale per layer (default) or per channel")
     p.add_argument("--calib", default="mse", help="calibration: 'mse' (default) or 'percentile:P', e.g. percentile:99.99")
-    p.add_argument("--calib-images", type=int, default=1024, help="training images used for calibration (default 1024)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration-image draw (default 0)")
+    p.add_argument("--calib-images", type=positive_int, default=1024, help="training images used for calibration (default 1024)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the calibration-image draw (default 0)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
     p.add_argument("--out", required=True, help="output .snn file")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    check_file(args.out, "out")
     ActQuant(args.time_steps)
     WeightQuant(args.weight_bits)
     Calibration.parse(args.calib)
@@ -56,7 +58,7 @@ def run(args) -> int:
         "config": {k: v for k, v in vars(args).items() if k != "func"},
     }
     snn = qann.to_snn(metadata)
-    path = snn.save(args.out)
+    path = snn.save(args.out)  # atomic: an error while writing leaves any earlier file as it was
     print(describe(snn))
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - t0:.1f} s")
     return 0

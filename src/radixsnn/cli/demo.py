@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from radixsnn.cli.options import nonnegative_int, positive_int
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.demo import MODELS_ENV, PLAN, PRETRAINED, DemoResult, run_demo
 
@@ -23,12 +24,12 @@ def register(subparsers) -> None:
     p.add_argument("--weights", default=None, help=f"float CIFAR-10 ResNet-20 weights (default ${MODELS_ENV}/{PRETRAINED} if present)")
     p.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
     p.add_argument("--download", action="store_true", help="download CIFAR-10 if it is not found (else the digits are used)")
-    p.add_argument("--images", type=int, default=None, metavar="N", help="test images to simulate (default 500 CIFAR-10 / 300 digits)")
+    p.add_argument("--images", type=positive_int, default=None, metavar="N", help="test images to simulate (default 500 CIFAR-10 / 300 digits)")
     p.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default runs/demo; a rerun reuses them)")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:INDEX (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every random choice (default 0)")
     p.add_argument(
-        "--threads", type=int, default=1,
+        "--threads", type=positive_int, default=1,
         help="CPU threads for PyTorch (default 1: the demo's small batches gain little from more, "
         "and on a busy machine extra threads can make it many times slower)",
     )

@@ -1,15 +1,17 @@
 """``radixsnn evaluate``: run an SNN file on the test set with the spike or integer engine."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from radixsnn.cli.options import positive_int
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.data import DATASETS, load_dataset, num_classes
-from radixsnn.errors import ConfigError
-from radixsnn.models import create_model
+from radixsnn.errors import ConfigError, ConversionError
+from radixsnn.models import create_model, list_models
+from radixsnn.models.weights import file_sha256
+from radixsnn.outputs import check_file, write_json
 from radixsnn.training.runtime import resolve_device
 
 
@@ -25,21 +27,29 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="dataset (default: the file's)")
     p.add_argument("--engine", default="spikes", choices=ENGINES, help="spikes (default) or integer")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate the first N test images only")
-    p.add_argument("--batch-size", type=int, default=250, help="images per batch (default 250)")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="evaluate the first N test images only")
+    p.add_argument("--batch-size", type=positive_int, default=250, help="images per batch (default 250)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
     p.add_argument("--no-float", action="store_true", help="skip the float model even when its weights are found")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
     p.set_defaults(func=run)
 
 
-def float_model_of(snn: IntegerSNN):
-    """The float model recorded in the SNN's metadata, if its weights file is still there."""
+def float_model_of(snn: IntegerSNN) -> tuple[object, str]:
+    """``(model, status)``: the float model recorded in the SNN's metadata, loaded only when its weights
+    file is still there and its SHA-256 is the one recorded at conversion; otherwise ``None`` and why."""
     meta = snn.metadata
-    path = meta.get("weights")
-    if not meta.get("model") or not path or not Path(path).is_file():
-        return None
-    return create_model(meta["model"], num_classes=int(meta.get("num_classes", 10)), weights=path)
+    path, recorded = meta.get("weights"), meta.get("weights_sha256")
+    if not isinstance(meta.get("model"), str) or not isinstance(path, str) or not isinstance(recorded, str):
+        return None, "not verified: the file records no float model and checksum"
+    if meta["model"] not in list_models():
+        return None, f"not verified: {meta['model']!r} is not a registered model"
+    if not Path(path).is_file():
+        return None, f"not verified: {path} is gone"
+    if file_sha256(path) != recorded:
+        return None, f"not verified: {path} has changed since the conversion (SHA-256 differs)"
+    classes = meta.get("num_classes", snn.graph.output.channels)
+    return create_model(meta["model"], num_classes=classes, weights=path), "SHA-256 verified"
 
 
 def run(args) -> int:
@@ -47,21 +57,31 @@ def run(args) -> int:
         raise ConfigError("limit", f"must be at least 1, got {args.limit}")
     if args.batch_size < 1:
         raise ConfigError("batch_size", f"must be at least 1, got {args.batch_size}")
+    if args.json:
+        check_file(args.json, "json")
     device = resolve_device(args.device)
     snn = IntegerSNN.load(args.file)
     dataset = args.dataset or snn.metadata.get("dataset", "cifar10")
+    if dataset not in DATASETS:
+        raise ConfigError("dataset", f"{dataset!r} (recorded in {args.file}) is not one of {', '.join(DATASETS)}")
     if num_classes(dataset) != snn.graph.output.channels:
         raise ConfigError("dataset", f"{dataset} has {num_classes(dataset)} classes but {args.file} has {snn.graph.output.channels} outputs")
     images, labels = load_dataset(dataset, args.data_dir, train=False)
-    float_model = None if args.no_float else float_model_of(snn)
+    if list(images.shape[1:]) != snn.graph.input.shape:
+        raise ConfigError("dataset", f"{dataset} images are {list(images.shape[1:])}, {args.file} takes {snn.graph.input.shape}")
+    float_model, float_status = (None, "skipped (--no-float)") if args.no_float else float_model_of(snn)
     res = evaluate(snn, images, labels, args.engine, float_model=float_model, batch_size=args.batch_size,
                    device=device, limit=args.limit)
     res["file"] = str(args.file)
     res["dataset"] = dataset
+    res["fp_check"] = float_status
     print(summary(res))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        write_json(args.json, res, "json")
+    if res["agreement"] is not None and res["agreement"] != 1.0:
+        differ = round((1 - res["agreement"]) * res["images"])
+        raise ConversionError(f"exactness broken: the SNN's logits differ from its QANN's on {differ} of {res['images']} "
+                              f"images ({args.file} is corrupt or was not made by this radixsnn)")
     return 0
 
 
@@ -76,8 +96,8 @@ def summary(res: dict) -> str:
         ("weight bits", res["weight_bits"]),
         ("SNN accuracy", pct(res["accuracy"])),
         ("QANN accuracy", pct(res["qann_accuracy"])),
-        ("float accuracy", pct(res["fp_accuracy"])),
-        ("SNN == QANN (exact)", pct(res["agreement"])),
+        ("float accuracy", pct(res["fp_accuracy"]) if res["fp_accuracy"] is not None else f"n/a ({res['fp_check']})"),
+        ("SNN == QANN (exact)", pct(res["agreement"]) if res["agreement"] is not None else "not checked: the file carries no QANN"),
         ("ops_graph / image (Eq. 24)", f"{res['ops_graph']:.3e}"),
     ]
     if res.get("spikes") is not None:

@@ -9,6 +9,7 @@ converted to the integer SNN ``OUT/model.snn`` and simulated on the test set by 
 """
 from __future__ import annotations
 
+from radixsnn.cli.options import positive_int, unit_float
 from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.qann import ACT_SCALES
@@ -40,16 +41,16 @@ def register(subparsers) -> None:
         help=f"one activation scale per layer or per output channel (default {FINETUNE_DEFAULTS['act_scale']})",
     )
     p.add_argument("--calib", help="calibration before fine-tuning: 'mse' (default) or 'percentile:P'")
-    p.add_argument("--calib-images", type=int, help=f"training images used for calibration (default {FINETUNE_DEFAULTS['calib_images']})")
+    p.add_argument("--calib-images", type=positive_int, help=f"training images used for calibration (default {FINETUNE_DEFAULTS['calib_images']})")
     add_run_options(p, FINETUNE_DEFAULTS, lr_default="0.03 for T <= 2, else 0.001")
     p.add_argument(
-        "--distill", type=float, metavar="D",
+        "--distill", type=unit_float, metavar="D",
         help="weight of knowledge distillation from the float network: loss = (1-D) cross-entropy + "
         f"D KL(float || QANN), 0 = plain cross-entropy (default {FINETUNE_DEFAULTS['distill']})",
     )
     add_runtime_options(p, amp=False)
     p.add_argument("--engine", choices=ENGINES, default="spikes", help="engine of the final SNN evaluation (default spikes)")
-    p.add_argument("--eval-images", type=int, metavar="N", help="final SNN evaluation on the first N test images (default all)")
+    p.add_argument("--eval-images", type=positive_int, metavar="N", help="final SNN evaluation on the first N test images (default all)")
     p.set_defaults(func=run)
 
 

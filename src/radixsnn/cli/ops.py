@@ -1,17 +1,14 @@
 """``radixsnn ops``: MACs per layer, SNN and ANN operation counts, normalized latency and energy."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from radixsnn.core.ops import ANN_OPS_PER_MAC, count_macs, graph_ops
-from radixsnn.core.quant import MAX_TIME_STEPS
+from radixsnn.core.quant import MAX_TIME_STEPS, ActQuant
 from radixsnn.core.trace import trace_graph
 from radixsnn.data import num_classes
-from radixsnn.errors import ConfigError
 from radixsnn.experiments.cost import HOROWITZ_45NM_PJ, REFERENCE_MODEL, model_cost, reference_operations
 from radixsnn.experiments.report import format_count
 from radixsnn.models import create_model, list_models, model_config
+from radixsnn.outputs import check_file, write_json
 
 
 def register(subparsers) -> None:
@@ -25,9 +22,7 @@ def register(subparsers) -> None:
         "45 nm figures.",
     )
     p.add_argument("--model", required=True, help=f"architecture: {', '.join(list_models())}")
-    p.add_argument("--time-steps", "-T", type=int, required=True,
-                   help=f"time steps T of the SNN (ops_graph: a radix SNN's 1..{MAX_TIME_STEPS}; "
-                   "ops_table also for the longer trains of rate-coded baselines)")
+    p.add_argument("--time-steps", "-T", type=int, required=True, help=f"time steps T of the radix SNN (1..{MAX_TIME_STEPS})")
     p.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"), help="sets the number of classes (default cifar10)")
     p.add_argument("--layers", default="all", choices=("all", "conv"),
                    help="count all conv/linear layers (default) or the convolutions only (ops_table, MACs)")
@@ -41,18 +36,17 @@ def _mj(joules: float) -> str:
 
 
 def run(args) -> int:
+    if args.json:
+        check_file(args.json, "json")
+    ActQuant(args.time_steps)
     config = model_config(args.model)
-    if args.time_steps < 1:
-        raise ConfigError("time_steps", f"must be at least 1, got {args.time_steps}")
     classes = num_classes(args.dataset)
     model = create_model(args.model, num_classes=classes)
     counted = count_macs(model)
     layers = [layer for layer in counted.layers if args.layers == "all" or layer.kind == "conv"]
     cost = model_cost(args.model, args.time_steps, args.dataset, args.layers)
     T = args.time_steps
-    ops_graph = None
-    if T <= MAX_TIME_STEPS:
-        ops_graph = graph_ops(trace_graph(model, config.input_shape, config.mean, config.std)[0], T)
+    ops_graph = graph_ops(trace_graph(model, config.input_shape, config.mean, config.std)[0], T)
 
     print(f"{args.model} on {args.dataset} ({classes} classes), 3x32x32 input, T = {T}"
           + ("" if args.layers == "all" else ", convolutions only"))
@@ -64,11 +58,10 @@ def run(args) -> int:
                   f"{format_count(layer.synapses):>10} {format_count(layer.macs * T):>10}")
         print()
     synapses = sum(layer.synapses for layer in layers)
-    graph_line = "n/a (a radix SNN has 1..16 steps)" if ops_graph is None else format_count(ops_graph)
     rows = [
         ("MACs per image", f"{format_count(cost.macs)}  ({format_count(synapses)} synapses without padding taps)"),
         (f"ops_table (Eq. 24 by the tables' rule, MACs x {T})", f"{format_count(cost.ops_table)}  latency {cost.snn_latency:.4f}"),
-        ("ops_graph (Eq. 24 over the SNN's synapses)", graph_line),
+        ("ops_graph (Eq. 24 over the SNN's synapses)", format_count(ops_graph)),
         (f"ANN effective operations ({ANN_OPS_PER_MAC} x MACs)", f"{format_count(cost.ann_ops)}  latency {cost.ann_latency:.4f}"),
         (f"latency 1.00 = {REFERENCE_MODEL} ANN", f"{format_count(reference_operations(args.dataset))} operations"),
         ("energy per image (Horowitz 2014, 45 nm)", ""),
@@ -105,9 +98,6 @@ def run(args) -> int:
             "energy_pj_per_op": dict(HOROWITZ_45NM_PJ),
             "per_layer": [layer.as_dict() | {"ops_table": layer.macs * T} for layer in layers],
         }
-        try:
-            Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-        except OSError as exc:
-            raise ConfigError("json", f"cannot be written to {args.json}: {exc.strerror}") from None
+        write_json(args.json, record, "json")
         print(f"wrote {args.json}")
     return 0

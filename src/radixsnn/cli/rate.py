@@ -1,13 +1,13 @@
 """``radixsnn rate``: the rate-coded integrate-and-fire conversion baseline, at many time steps in one pass."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from radixsnn.cli.options import add_model_args, int_list, load_float_model, load_test_images
+from radixsnn.cli.options import add_model_args, below_one, int_list, load_float_model, load_test_images, percentile, positive_int
 from radixsnn.data import load_cifar
 from radixsnn.errors import ConfigError
-from radixsnn.experiments.rate import evaluate_rate
+from radixsnn.experiments.rate import MAX_RATE_STEPS, evaluate_rate
+from radixsnn.outputs import check_file, write_json
 
 
 def register(subparsers) -> None:
@@ -24,19 +24,21 @@ def register(subparsers) -> None:
     add_model_args(p, images_default=1000)
     p.add_argument("--time-steps", type=int_list, default=[8, 16, 32, 64, 128, 256],
                    help="T values to report, e.g. 8,16,32 or 8..12 (default 8,16,32,64,128,256)")
-    p.add_argument("--percentile", type=float, default=99.99,
+    p.add_argument("--percentile", type=percentile, default=99.99,
                    help="threshold = this percentile of a ReLU's non-zero outputs (default 99.99; 100 = maximum)")
-    p.add_argument("--calib-images", type=int, default=256,
+    p.add_argument("--calib-images", type=positive_int, default=256,
                    help="training images used to set the thresholds (default 256, the first ones of the split)")
-    p.add_argument("--init-membrane", type=float, default=0.0,
+    p.add_argument("--init-membrane", type=below_one, default=0.0,
                    help="initial membrane potential as a fraction of the threshold (default 0; 0.5 rounds instead of floors)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    if args.calib_images < 1:
-        raise ConfigError("calib_images", f"must be at least 1, got {args.calib_images}")
+    if args.json:
+        check_file(args.json, "json")
+    if args.time_steps[-1] > MAX_RATE_STEPS:
+        raise ConfigError("time_steps", f"must lie in 1..{MAX_RATE_STEPS}, got up to {args.time_steps[-1]}")
     model = load_float_model(args)
     images, labels = load_test_images(args)
     calib, _ = load_cifar(args.dataset, args.data_dir, train=True)
@@ -52,7 +54,6 @@ def run(args) -> int:
               f"{r['spikes']:>11.4g} {r['synaptic_ops']:>12.4g} {r['input_macs']:>13.4g}")
     if args.json:
         summary.update(model=args.model, weights=Path(args.weights).name, dataset=args.dataset)
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
+        write_json(args.json, summary, "json", indent=1)
         print(f"wrote {args.json}")
     return 0

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.report import cost_check_markdown, report_markdown
+from radixsnn.outputs import check_file, write_text
 
 
 def register(subparsers) -> None:
@@ -26,12 +27,11 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.cost_check and args.results:
         raise ConfigError("cost_check", "takes no result files")
+    if args.output:
+        check_file(args.output, "output")
     text = cost_check_markdown() if args.cost_check else report_markdown(args.results)
     if args.output:
-        try:
-            Path(args.output).write_text(text)
-        except OSError as exc:
-            raise ConfigError("output", f"cannot be written to {args.output}: {exc.strerror}") from None
+        write_text(args.output, text, "output")
         print(f"wrote {args.output}")
     else:
         print(text, end="")

@@ -6,8 +6,10 @@ import shlex
 import subprocess
 import sys
 
-from radixsnn.errors import RadixSNNError
+from radixsnn.cli import usage_error
+from radixsnn.errors import ConfigError, RadixSNNError
 from radixsnn.experiments.recipes import load_recipe
+from radixsnn.outputs import check_folder
 
 
 def register(subparsers) -> None:
@@ -26,6 +28,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     recipe = load_recipe(args.config, args.out)
     steps = recipe.commands()
+    for argv in steps:  # every option of both steps is checked before the first one starts
+        problem = usage_error(argv)
+        if problem:
+            raise ConfigError(None, f"{args.config}: the [{argv[0]}] options are refused: {problem}")
+    if not args.dry_run:
+        check_folder(recipe.out, "out")
     for argv in steps:
         line = shlex.join(["radixsnn", *argv])
         if args.dry_run:

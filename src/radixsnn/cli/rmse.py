@@ -1,11 +1,13 @@
 """``radixsnn rmse``: radix vs rate coding error on a network's real activations (paper Fig. 3)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from radixsnn.cli.options import add_model_args, int_list, load_float_model, load_test_images
+from radixsnn.cli.options import add_model_args, int_list, load_float_model, load_test_images, percentile
+from radixsnn.errors import ConfigError
 from radixsnn.experiments.coding_error import coding_error, write_csv
+from radixsnn.experiments.rate import MAX_RATE_STEPS
+from radixsnn.outputs import check_folder, write_json
 
 
 def register(subparsers) -> None:
@@ -20,7 +22,7 @@ def register(subparsers) -> None:
         ),
     )
     add_model_args(p, images_default=1000)
-    p.add_argument("--percentile", type=float, default=100.0,
+    p.add_argument("--percentile", type=percentile, default=100.0,
                    help="per-layer scale: this percentile of the non-zero outputs (default 100 = the maximum)")
     p.add_argument("--radix-steps", type=int_list, default=list(range(1, 17)), help="radix T values (default 1..16)")
     p.add_argument("--rate-steps", type=int_list, default=list(range(1, 257)), help="rate T values (default 1..256)")
@@ -30,15 +32,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    out = check_folder(args.out, "out")
+    if args.rate_steps[-1] > MAX_RATE_STEPS:
+        raise ConfigError("rate_steps", f"must lie in 1..{MAX_RATE_STEPS}, got up to {args.rate_steps[-1]}")
     model = load_float_model(args)
     images, _ = load_test_images(args)
     report = coding_error(model, images, args.radix_steps, args.rate_steps, args.percentile, args.batch_size)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_csv(report, out / "coding_error.csv")
     summary = report.to_dict()
     summary.update(model=args.model, weights=Path(args.weights).name, dataset=args.dataset)
-    (out / "coding_error.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_json(out / "coding_error.json", summary, "out", indent=1)
     if not args.no_plot:
         from radixsnn.experiments.plotting import plot_coding_error
 

@@ -1,16 +1,24 @@
 """``radixsnn sweep``: accuracy and efficiency of radix SNNs against T and weight width (paper Fig. 4)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from radixsnn.cli.options import add_model_args, int_list, load_float_model, load_test_images
-from radixsnn.core.quant import Calibration
+from radixsnn.cli.options import (
+    add_model_args,
+    int_list,
+    load_float_model,
+    load_test_images,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+)
+from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import augmentation_for, calibration_images, load_cifar
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.sweep import sweep, write_csv
+from radixsnn.outputs import check_folder, write_json
 
 
 def register(subparsers) -> None:
@@ -28,22 +36,27 @@ def register(subparsers) -> None:
     p.add_argument("--time-steps", type=int_list, default=list(range(2, 11)), help="T values (default 2..10)")
     p.add_argument("--weight-bits", type=int_list, default=[8, 3], help="weight widths (default 8,3)")
     p.add_argument("--calib", default="mse", help="activation calibration: 'mse' (default) or 'percentile:P'")
-    p.add_argument("--calib-images", type=int, default=1024, help="training images for calibration (default 1024)")
-    p.add_argument("--finetune-steps", type=int, default=0,
+    p.add_argument("--calib-images", type=positive_int, default=1024, help="training images for calibration (default 1024)")
+    p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
                    help="also fine-tune every point for this many SGD steps (STE) before evaluating (default 0: off)")
-    p.add_argument("--finetune-epochs", type=float, default=None,
+    p.add_argument("--finetune-epochs", type=positive_float, default=None,
                    help="alternative to --finetune-steps: passes over the --train-images subset")
-    p.add_argument("--train-images", type=int, default=10000,
+    p.add_argument("--train-images", type=positive_int, default=10000,
                    help="size of the training subset used for fine-tuning (default 10000, drawn with --seed)")
-    p.add_argument("--finetune-batch", type=int, default=64, help="fine-tuning batch size (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate, SGD momentum 0.9 (default 0.001)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration and training-subset draws (default 0)")
+    p.add_argument("--finetune-batch", type=positive_int, default=64, help="fine-tuning batch size (default 64)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="fine-tuning learning rate, SGD momentum 0.9 (default 0.001)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the calibration and training-subset draws (default 0)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    out = check_folder(args.out, "out")
+    for t in args.time_steps:
+        ActQuant(t)
+    for b in args.weight_bits:
+        WeightQuant(b)
     if args.finetune_epochs is not None and args.finetune_steps:
         raise ConfigError("finetune_epochs", "and --finetune-steps exclude each other: give one")
     if args.finetune_steps < 0:
@@ -71,14 +84,12 @@ def run(args) -> int:
     rows = sweep(model, images, labels, calib, args.time_steps, args.weight_bits, steps, train_x, train_y,
                  batch_size=args.batch_size, finetune_batch=args.finetune_batch, lr=args.lr, calib=args.calib,
                  augment=augmentation_for(args.dataset), seed=args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out / "sweep.csv")
     # file names only: the results stay meaningful when the folders move
     config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out")}
     config["weights"] = Path(args.weights).name
-    (out / "sweep.json").write_text(json.dumps({"config": config, "images": len(images), "finetune_steps": steps,
-                                                "rows": rows}, indent=1) + "\n")
+    write_json(out / "sweep.json", {"config": config, "images": len(images), "finetune_steps": steps, "rows": rows},
+               "out", indent=1)
     if not args.no_plot:
         from radixsnn.experiments.plotting import plot_sweep
 

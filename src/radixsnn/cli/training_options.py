@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from radixsnn.cli.options import below_one, nonnegative_float, nonnegative_int, positive_float, positive_int
 from radixsnn.training.trainer import SCHEDULES
 
 
@@ -19,27 +20,27 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict, lr_default:
     """
     d = defaults
     epochs = "required for a new run" if d["epochs"] is None else f"default {d['epochs']}"
-    parser.add_argument("--epochs", type=int, help=f"epochs to train ({epochs}); on --resume it may be raised")
-    parser.add_argument("--batch-size", type=int, help=f"global batch size, split over torchrun processes (default {d['batch_size']})")
-    parser.add_argument("--lr", type=float, help=f"base learning rate (default {lr_default or d['lr']})")
-    parser.add_argument("--momentum", type=float, help=f"SGD momentum (default {d['momentum']})")
-    parser.add_argument("--weight-decay", type=float, help=f"L2 weight decay (default {d['weight_decay']})")
+    parser.add_argument("--epochs", type=positive_int, help=f"epochs to train ({epochs}); on --resume it may be raised")
+    parser.add_argument("--batch-size", type=positive_int, help=f"global batch size, split over torchrun processes (default {d['batch_size']})")
+    parser.add_argument("--lr", type=positive_float, help=f"base learning rate (default {lr_default or d['lr']})")
+    parser.add_argument("--momentum", type=below_one, help=f"SGD momentum (default {d['momentum']})")
+    parser.add_argument("--weight-decay", type=nonnegative_float, help=f"L2 weight decay (default {d['weight_decay']})")
     parser.add_argument(
         "--schedule", choices=SCHEDULES,
         help="learning-rate schedule: step = halve every --step-epochs epochs, cosine = to 0 over the run, "
         f"constant (default {d['schedule']})",
     )
-    parser.add_argument("--step-epochs", type=int, help=f"epochs between halvings of the step schedule (default {d['step_epochs']})")
+    parser.add_argument("--step-epochs", type=positive_int, help=f"epochs between halvings of the step schedule (default {d['step_epochs']})")
     clip = "off" if not d["clip_grad"] else d["clip_grad"]
     parser.add_argument(
-        "--clip-grad", type=float, metavar="NORM",
+        "--clip-grad", type=nonnegative_float, metavar="NORM",
         help=f"clip the gradients' global L2 norm to NORM before each step, 0 = off (default {clip})",
     )
-    parser.add_argument("--label-smoothing", type=float, help=f"label smoothing of the training loss (default {d['label_smoothing']})")
-    parser.add_argument("--seed", type=int, help=f"seed of initialisation, data order and augmentation (default {d['seed']})")
-    parser.add_argument("--train-subset", type=int, metavar="N", help="train on the first N training images only (default all)")
-    parser.add_argument("--test-subset", type=int, metavar="N", help="evaluate on the first N test images only (default all)")
-    parser.add_argument("--limit-batches", type=int, metavar="N", help="stop each epoch's training and evaluation after N batches (smoke tests)")
+    parser.add_argument("--label-smoothing", type=below_one, help=f"label smoothing of the training loss (default {d['label_smoothing']})")
+    parser.add_argument("--seed", type=nonnegative_int, help=f"seed of initialisation, data order and augmentation (default {d['seed']})")
+    parser.add_argument("--train-subset", type=positive_int, metavar="N", help="train on the first N training images only (default all)")
+    parser.add_argument("--test-subset", type=positive_int, metavar="N", help="evaluate on the first N test images only (default all)")
+    parser.add_argument("--limit-batches", type=positive_int, metavar="N", help="stop each epoch's training and evaluation after N batches (smoke tests)")
 
 
 def add_runtime_options(parser: argparse.ArgumentParser, amp: bool = True) -> None:

@@ -109,11 +109,20 @@ class Graph:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Graph":
+        """Rebuild a graph from :meth:`to_dict`'s form, checking every field (it may come from a file)."""
+        if not isinstance(d, dict) or set(d) != {"nodes"} or not isinstance(d["nodes"], list):
+            raise ConfigError("graph", "must be a mapping with a list of nodes")
+        if not 2 <= len(d["nodes"]) <= MAX_NODES:
+            raise ConfigError("graph", f"must have 2..{MAX_NODES} nodes, got {len(d['nodes'])}")
         nodes = []
         for nd in d["nodes"]:
-            nd = dict(nd)
-            nd["terms"] = [Term(**t) for t in nd.get("terms", [])]
-            nodes.append(Node(**nd))
+            _check_keys(nd, NODE_FIELDS, {"name", "kind", "shape"}, "node")
+            terms = nd.get("terms", [])
+            if not isinstance(terms, list):
+                raise ConfigError("graph", f"node {nd['name']!r}: terms must be a list")
+            for t in terms:
+                _check_keys(t, TERM_FIELDS, TERM_FIELDS, f"a term of node {nd['name']!r}")
+            nodes.append(Node(**{**nd, "terms": [Term(**t) for t in terms]}))
         graph = cls(nodes)
         graph.validate()
         return graph
@@ -122,24 +131,156 @@ class Graph:
         return json.dumps(self.to_dict())
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` unless every node reads earlier spiking nodes with known ops."""
+        """Raise :class:`ConfigError` unless the graph is well formed: ``input`` first and ``output`` last,
+        every node reading earlier spiking nodes through known ops with consistent shapes, sizes within
+        :data:`MAX_NEURONS` per layer and :data:`MAX_CLASSES` outputs."""
         if not self.nodes or self.nodes[0].kind != "input" or self.nodes[-1].kind != "output":
             raise ConfigError("graph", "must start with an input node and end with an output node")
         seen: set[str] = set()
         for node in self.nodes:
+            where = f"node {node.name!r}"
+            if not isinstance(node.name, str) or not 0 < len(node.name) <= 200:
+                raise ConfigError("graph", f"node names must be strings of 1..200 characters, got {node.name!r}")
             if node.kind not in KINDS:
-                raise ConfigError("graph", f"node {node.name}: unknown kind {node.kind!r}")
+                raise ConfigError("graph", f"{where}: unknown kind {node.kind!r}")
+            if node.kind == "input" and node is not self.nodes[0] or node.kind == "output" and node is not self.nodes[-1]:
+                raise ConfigError("graph", f"{where}: only the first node may be the input, the last the output")
+            if not _is_shape(node.shape) or _numel(node.shape) > MAX_NEURONS:
+                raise ConfigError("graph", f"{where}: shape must be 1 to 3 positive sizes with at most {MAX_NEURONS} neurons, got {node.shape!r}")
+            if not isinstance(node.attrs, dict):
+                raise ConfigError("graph", f"{where}: attrs must be a mapping")
             if node.kind in ("neuron", "output") and not node.terms:
-                raise ConfigError("graph", f"node {node.name}: a {node.kind} needs at least one synapse term")
-            if node.kind == "output" and node is not self.nodes[-1]:
-                raise ConfigError("graph", f"node {node.name}: only the last node may be the output")
+                raise ConfigError("graph", f"{where}: a {node.kind} needs at least one synapse term")
+            if node.kind in ("input", "maxpool") and node.terms or (node.src is not None) != (node.kind == "maxpool"):
+                raise ConfigError("graph", f"{where}: a {node.kind} takes {'one source' if node.kind == 'maxpool' else 'no input'}")
             for s in node.sources:
                 if s not in seen or self[s].kind not in SPIKING:
-                    raise ConfigError("graph", f"node {node.name} reads {s!r}, which is not an earlier spiking node")
-            for t in node.terms:
-                if t.op not in OPS:
-                    raise ConfigError("graph", f"node {node.name}: unknown synapse op {t.op!r}")
+                    raise ConfigError("graph", f"{where} reads {s!r}, which is not an earlier spiking node")
+            if node.kind == "input":
+                _check_input(node)
+            elif node.kind == "maxpool":
+                _check_shape(node.shape, _maxpool_shape(node.attrs, self[node.src].shape, where), where)
+            else:
+                for t in node.terms:
+                    if t.op not in OPS:
+                        raise ConfigError("graph", f"{where}: unknown synapse op {t.op!r}")
+                    if not isinstance(t.param, str) or not t.param:
+                        raise ConfigError("graph", f"{where}: a term needs a parameter name")
+                    _check_shape(node.shape, term_output_shape(t, self[t.src].shape, where), where)
             seen.add(node.name)
+        params = [t.param for n in self.nodes for t in n.terms]
+        if len(set(params)) != len(params):
+            raise ConfigError("graph", "has terms sharing a parameter name")
+        if self.output.channels > MAX_CLASSES or len(self.output.shape) != 1:
+            raise ConfigError("graph", f"the output must be 1..{MAX_CLASSES} logits, got shape {self.output.shape}")
+
+
+#: Sanity limits for graphs read from files: node count, neurons per layer, classes.
+MAX_NODES = 10_000
+MAX_NEURONS = 1 << 24
+MAX_CLASSES = 100_000
+NODE_FIELDS = {"name", "kind", "shape", "terms", "src", "attrs"}
+TERM_FIELDS = {"src", "op", "param", "weight_shape", "attrs"}
+
+
+def _check_keys(d, allowed: set, required: set, what: str) -> None:
+    if not isinstance(d, dict):
+        raise ConfigError("graph", f"{what} must be a mapping")
+    unknown, missing = set(d) - allowed, required - set(d)
+    if unknown or missing:
+        raise ConfigError("graph", f"{what}: unknown fields {sorted(unknown)}, missing {sorted(missing)}")
+
+
+def _is_int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_shape(shape) -> bool:
+    return isinstance(shape, list) and 1 <= len(shape) <= 3 and all(_is_int(d, 1, 1 << 16) for d in shape)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _pairs(attrs: dict, keys, lo: int, hi: int, where: str) -> list[list[int]]:
+    out = []
+    for k in keys:
+        v = attrs.get(k)
+        if not (isinstance(v, list) and len(v) == 2 and all(_is_int(x, lo, hi) for x in v)):
+            raise ConfigError("graph", f"{where}: {k} must be two integers in {lo}..{hi}, got {v!r}")
+        out.append(v)
+    return out
+
+
+def _check_shape(shape, expected, where: str) -> None:
+    if list(shape) != list(expected):
+        raise ConfigError("graph", f"{where}: shape {shape} does not match its inputs (expected {list(expected)})")
+
+
+def _check_input(node: Node) -> None:
+    a = node.attrs
+    if len(node.shape) != 3 or set(a) != {"mean", "std"}:
+        raise ConfigError("graph", "the input node needs a (C, H, W) shape and exactly mean and std")
+    c = node.shape[0]
+    for key in ("mean", "std"):
+        v = a[key]
+        if not (isinstance(v, list) and len(v) == c and all(isinstance(x, (int, float)) and abs(x) < 1e6 for x in v)):
+            raise ConfigError("graph", f"the input's {key} must be {c} finite numbers, got {v!r}")
+    if not all(x > 0 for x in a["std"]):
+        raise ConfigError("graph", f"the input's std must be positive, got {a['std']!r}")
+
+
+def _maxpool_shape(attrs: dict, src: list[int], where: str) -> list[int]:
+    if set(attrs) != {"kernel", "stride", "padding"} or len(src) != 3:
+        raise ConfigError("graph", f"{where}: a max-pool needs kernel, stride and padding on a (C, H, W) source")
+    (kh, kw), (sh, sw), (ph, pw) = _pairs(attrs, ("kernel", "stride"), 1, 1 << 16, where) + _pairs(attrs, ("padding",), 0, 1 << 16, where)
+    if ph > kh // 2 or pw > kw // 2:
+        raise ConfigError("graph", f"{where}: max-pool padding must be at most half the kernel")
+    h, w = (src[1] + 2 * ph - kh) // sh + 1, (src[2] + 2 * pw - kw) // sw + 1
+    return [src[0], h, w]
+
+
+def term_output_shape(term: Term, src: list[int], where: str = "term") -> list[int]:
+    """The output shape ``term``'s synapse map gives a source of shape ``src``, after checking the term's
+    weight shape and attributes against it (raises :class:`ConfigError`)."""
+    a, w = term.attrs, term.weight_shape
+    if not isinstance(a, dict) or not (isinstance(w, list) and all(_is_int(d, 1, 1 << 24) for d in w)):
+        raise ConfigError("graph", f"{where}: a term needs attrs and a positive weight shape")
+    if term.op == "conv2d":
+        if set(a) != {"stride", "padding", "dilation", "groups"} or len(src) != 3 or len(w) != 4:
+            raise ConfigError("graph", f"{where}: a convolution needs stride, padding, dilation, groups and a (C, H, W) source")
+        (sh, sw), (dh, dw) = _pairs(a, ("stride", "dilation"), 1, 1 << 16, where)
+        ((ph, pw),) = _pairs(a, ("padding",), 0, 1 << 16, where)
+        g = a["groups"]
+        if not (_is_int(g, 1, src[0]) and src[0] % g == 0 and w[0] % g == 0 and w[1] * g == src[0]):
+            raise ConfigError("graph", f"{where}: weight {w} and groups {g!r} do not fit {src[0]} input channels")
+        h = (src[1] + 2 * ph - dh * (w[2] - 1) - 1) // sh + 1
+        wd = (src[2] + 2 * pw - dw * (w[3] - 1) - 1) // sw + 1
+        if h < 1 or wd < 1:
+            raise ConfigError("graph", f"{where}: the kernel does not fit the {src[1]}x{src[2]} input")
+        return [w[0], h, wd]
+    if term.op == "linear":
+        mode = a.get("mode")
+        if set(a) != {"mode"} or mode not in ("flatten", "sumpool") or len(w) != 2:
+            raise ConfigError("graph", f"{where}: a linear term needs mode 'flatten' or 'sumpool' and a 2-D weight")
+        fan_in = src[0] if mode == "sumpool" else _numel(src)
+        if mode == "sumpool" and len(src) != 3 or w[1] != fan_in:
+            raise ConfigError("graph", f"{where}: weight {w} does not fit a source of shape {src}")
+        return [w[0]]
+    if term.op == "select":
+        pad = a.get("pad")
+        if set(a) != {"stride", "pad"} or not _is_int(a.get("stride"), 1, 1 << 16) or len(w) != 1 \
+                or not (isinstance(pad, list) and len(pad) == 2 and all(_is_int(p, 0, 1 << 16) for p in pad)):
+            raise ConfigError("graph", f"{where}: a select term needs stride, pad = [before, after] and one gain per channel")
+        if w[0] != src[0] + pad[0] + pad[1]:
+            raise ConfigError("graph", f"{where}: {w[0]} gains do not fit {src[0]} channels padded by {pad}")
+        s = a["stride"]
+        return [w[0]] + [(d + s - 1) // s for d in src[1:]]
+    raise ConfigError("graph", f"{where}: unknown synapse op {term.op!r}")
 
 
 def walk(

@@ -33,7 +33,7 @@ from radixsnn.core.graph import Graph, Node, input_channel_index, output_channel
 from radixsnn.core.inputs import input_affine, normalize, pixel_integers
 from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant, round_ste, rounding_offset
 from radixsnn.core.snn import IntegerSNN
-from radixsnn.errors import ConfigError
+from radixsnn.errors import ConfigError, RadixSNNError, SNNFileError
 
 ACT_SCALES = ("layer", "channel")
 
@@ -111,8 +111,11 @@ class QANN(nn.Module):
         """The QANN stored in an SNN file beside its integers (to check the SNN against), or ``None``."""
         if snn.qann_spec is None or snn.qann_state is None:
             return None
-        qann = cls.from_spec(snn.qann_spec)
-        qann.load_state_dict(snn.qann_state)
+        try:
+            qann = cls.from_spec(snn.qann_spec)
+            qann.load_state_dict(snn.qann_state)
+        except (RadixSNNError, RuntimeError, KeyError, TypeError) as exc:
+            raise SNNFileError(f"the stored QANN cannot be rebuilt ({' '.join(str(exc).split())[:300]})") from None
         return qann.eval()
 
     def load_float_params(self, params: dict[str, torch.Tensor]) -> None:
@@ -298,7 +301,9 @@ class QANN(nn.Module):
                 ws, beta, dt, scale = self.layer_integers(node)
                 for t, w in zip(node.terms, ws):
                     weights[t.param] = w.round().to(torch.int64).cpu()
-                biases[node.name] = beta.round().to(torch.int64).cpu()
+                beta = beta.round().to(torch.int64).cpu()
+                # one bias per channel unless it varies over positions (the first layer's padding correction)
+                biases[node.name] = beta.reshape(-1) if beta.numel() == node.channels else beta.reshape(node.shape)
                 delta_t[node.name] = dt
                 scales[node.name] = scale.detach().float().cpu().reshape(-1)
         finally:

@@ -3,27 +3,41 @@
 One ``.snn`` file is a safetensors file: tensors ``w/<term>`` (integer weights), ``b/<node>``
 (integer biases), ``s/<node>`` (activation / logit scales, for reference) and ``qann/<name>`` (the float
 QANN the SNN was converted from, so results can be checked against it), plus a JSON header in the
-safetensors metadata with the graph, ``T``, bit widths, ``dT`` per layer and the config that made it.
-Nothing in it is executable: no pickle.
+safetensors metadata with the graph, ``T``, bit widths, ``dT`` per layer, the config that made it and a
+SHA-256 ``digest`` over the header and every tensor. Nothing in it is executable: no pickle.
+
+Loading trusts nothing: the digest must match (a flipped byte is an error, not a wrong result), and
+every header field and tensor is checked before the SNN exists -- known keys only, ``T`` in 1..16,
+``dT`` in 0..30 and long enough for the input trains, the graph's shapes consistent, integer dtypes,
+weights within their bit width, every layer's largest possible sum exact in float64 (:meth:`IntegerSNN.check`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from radixsnn.core.graph import Graph
+from radixsnn.core.quant import MAX_DELTA_T, MAX_TIME_STEPS
 from radixsnn.errors import RadixSNNError, SNNFileError
+from radixsnn.outputs import atomic_write
 from radixsnn.version import __version__
 
 FORMAT = "radixsnn-snn"
-FORMAT_VERSION = 1
+#: Version 2 added the digest; version-1 files (no digest) still load, with every other check.
+FORMAT_VERSION = 2
+HEADER_FIELDS = {"format", "version", "radixsnn", "time_steps", "weight_bits", "input_bits", "delta_t", "graph",
+                 "qann_spec", "metadata", "digest"}
+#: Every layer's largest possible integer sum must be exact in float64 (the QANN and the CUDA engines).
+EXACT_FLOAT64 = 1 << 53
+#: Largest ``.snn`` file read (a VGG-16 file is about 80 MB).
+MAX_FILE_BYTES = 4 << 30
 
 
 @dataclass
@@ -54,17 +68,52 @@ class IntegerSNN:
         self.check()
 
     def check(self) -> None:
-        """Validate integer ranges (weights within ``weight_bits``) and completeness."""
+        """Raise :class:`SNNFileError` unless the SNN is complete and every integer is in range: ``T`` in
+        1..16, weights of each term's shape within ``weight_bits`` (integer dtypes), one bias per layer
+        ``(C,)`` or of the layer's shape, ``dT`` in 0..30 per layer and at least ``T_in - T`` (the input
+        trains must fit the window; 0 for the readout), and every layer's largest possible sum below 2^53."""
+        def bad(msg):
+            raise SNNFileError(msg)
+
+        for key, value, lo, hi in (("time_steps", self.time_steps, 1, MAX_TIME_STEPS), ("weight_bits", self.weight_bits, 2, 16),
+                                   ("input_bits", self.input_bits, 1, 8)):
+            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+                bad(f"{key} must be an integer in {lo}..{hi}, got {value!r}")
         qmax = (1 << (self.weight_bits - 1)) - 1
-        for node in self.graph.nodes:
+        layers = {n.name for n in self.graph.layers}
+        params = {t.param for n in self.graph.layers for t in n.terms}
+        for what, have, want in (("weights", set(self.weights), params), ("biases", set(self.biases), layers),
+                                 ("delta_t", set(self.delta_t), layers), ("scales", set(self.scales), layers)):
+            if have != want:
+                bad(f"{what} do not match the graph's layers: missing {sorted(want - have)[:3]}, unknown {sorted(have - want)[:3]}")
+        for node in self.graph.layers:
+            bound = 0
             for t in node.terms:
-                w = self.weights.get(t.param)
-                if w is None or list(w.shape) != t.weight_shape:
-                    raise SNNFileError(f"SNN weight {t.param} missing or of the wrong shape")
+                w = self.weights[t.param]
+                if not isinstance(w, torch.Tensor) or w.dtype.is_floating_point or w.dtype.is_complex or w.dtype == torch.bool:
+                    bad(f"weight {t.param} must be an integer tensor")
+                if list(w.shape) != t.weight_shape:
+                    bad(f"weight {t.param} has shape {list(w.shape)}, the graph says {t.weight_shape}")
                 if w.numel() and int(w.abs().max()) > qmax:
-                    raise SNNFileError(f"SNN weight {t.param} exceeds {self.weight_bits} bits")
-            if node.kind in ("neuron", "output") and node.name not in self.biases:
-                raise SNNFileError(f"SNN bias of {node.name} missing")
+                    bad(f"weight {t.param} exceeds {self.weight_bits} bits")
+                per_out = int(w.abs().reshape(w.shape[0], -1).sum(1).max())
+                if t.op == "linear" and t.attrs["mode"] == "sumpool":
+                    per_out *= _positions(self.graph[t.src].shape)
+                bound += per_out * ((1 << self.train_length(t.src)) - 1)
+            b = self.biases[node.name]
+            if not isinstance(b, torch.Tensor) or b.dtype != torch.int64 or list(b.shape) not in ([node.channels], list(node.shape)):
+                bad(f"bias of {node.name} must be int64 of shape [{node.channels}] or {node.shape}")
+            scale = self.scales[node.name]
+            if not isinstance(scale, torch.Tensor) or not scale.dtype.is_floating_point or not bool(torch.isfinite(scale).all()):
+                bad(f"scale of {node.name} must be finite floats")
+            if bound + int(b.abs().max()) >= EXACT_FLOAT64:
+                bad(f"layer {node.name}: its sums can exceed 2^53, beyond exact integer arithmetic")
+            dt = self.delta_t[node.name]
+            longest = max(self.train_length(t.src) for t in node.terms)
+            if not isinstance(dt, int) or isinstance(dt, bool) or not 0 <= dt <= MAX_DELTA_T:
+                bad(f"dT of {node.name} must be an integer in 0..{MAX_DELTA_T}, got {dt!r}")
+            if node.kind == "output" and dt != 0 or node.kind == "neuron" and dt < longest - self.time_steps:
+                bad(f"dT of {node.name} ({dt}) does not fit its {longest}-step inputs")
 
     def train_length(self, name: str) -> int:
         """Steps of the trains a spiking node emits: ``input_bits`` for the pixels, ``T`` otherwise."""
@@ -92,8 +141,7 @@ class IntegerSNN:
 
     # ---- file format ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-        """Write the SNN atomically to ``path`` (safetensors + JSON header)."""
-        path = Path(path)
+        """Write the SNN atomically to ``path`` (safetensors + JSON header with its digest)."""
         meta = {**self.metadata, **(metadata or {})}
         header = {
             "format": FORMAT,
@@ -108,7 +156,7 @@ class IntegerSNN:
             "metadata": meta,
         }
         tensors = {}
-        wdtype = torch.int8 if self.weight_bits <= 8 else torch.int16
+        wdtype = _weight_dtype(self.weight_bits)
         for k, v in self.weights.items():
             tensors[f"w/{k}"] = v.to(wdtype).contiguous().cpu()
         for k, v in self.biases.items():
@@ -116,62 +164,121 @@ class IntegerSNN:
         for k, v in self.scales.items():
             tensors[f"s/{k}"] = v.float().contiguous().cpu()
         for k, v in (self.qann_state or {}).items():
-            tensors[f"qann/{k}"] = v.contiguous().cpu()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"radixsnn": json.dumps(header)})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+            tensors[f"qann/{k}"] = v.float().contiguous().cpu()
+        header["digest"] = digest(header, tensors)
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"radixsnn": json.dumps(header)}), "path")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "IntegerSNN":
-        """Read a ``.snn`` file written by :meth:`save` (raises :class:`SNNFileError` if it is not one)."""
+        """Read a ``.snn`` file written by :meth:`save`; raises :class:`SNNFileError` if it is not one, if
+        its digest does not match, or if any field fails the checks of the module docstring."""
         path = Path(path)
         if not path.is_file():
             raise SNNFileError(f"SNN file not found: {path}")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise SNNFileError(f"{path} is larger than {MAX_FILE_BYTES >> 30} GiB: not an SNN file")
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 raw = (f.metadata() or {}).get("radixsnn")
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise SNNFileError(f"{path} is not a radixsnn SNN file ({str(exc).splitlines()[0][:120]})") from None
-        if raw is None:
-            raise SNNFileError(f"{path} is a safetensors file without a radixsnn header")
-        try:
-            header = json.loads(raw)
-            if header.get("format") != FORMAT:
-                raise ValueError("wrong format tag")
-            if header.get("version", 0) > FORMAT_VERSION:
-                raise ValueError(f"format version {header['version']} is newer than this radixsnn")
-            graph = Graph.from_dict(header["graph"])
-
-            def group(prefix):
-                return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-            return cls(
-                graph=graph,
-                time_steps=int(header["time_steps"]),
-                weight_bits=int(header["weight_bits"]),
-                input_bits=int(header["input_bits"]),
-                weights={k: v.to(torch.int64) for k, v in group("w/").items()},
-                biases=group("b/"),
-                delta_t={k: int(v) for k, v in header["delta_t"].items()},
-                scales=group("s/"),
-                qann_spec=header.get("qann_spec"),
-                qann_state=group("qann/") or None,
-                metadata=header.get("metadata", {}),
-            )
+                if raw is None:
+                    raise SNNFileError("a safetensors file without a radixsnn header")
+                header = _read_header(raw)
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
         except SNNFileError as exc:
             raise SNNFileError(f"{path}: {exc}") from None
-        except (RadixSNNError, KeyError, TypeError, ValueError) as exc:
-            raise SNNFileError(f"{path}: corrupt radixsnn header ({exc})") from None
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise SNNFileError(f"{path} is not a radixsnn SNN file ({' '.join(str(exc).split())[:300]})") from None
+        try:
+            if header["version"] >= 2 and digest({k: v for k, v in header.items() if k != "digest"}, tensors) != header["digest"]:
+                raise SNNFileError("the digest does not match its contents (the file is corrupt or was modified)")
+            return _from_file(cls, header, tensors)
+        except SNNFileError as exc:
+            raise SNNFileError(f"{path}: {exc}") from None
+        except (RadixSNNError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SNNFileError(f"{path}: invalid radixsnn header ({exc})") from None
+
+
+def _weight_dtype(weight_bits: int) -> torch.dtype:
+    return torch.int8 if weight_bits <= 8 else torch.int16
+
+
+def _positions(shape) -> int:
+    n = 1
+    for d in shape[1:]:
+        n *= d
+    return n
+
+
+def digest(header: dict, tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the header (canonical JSON, without its ``digest``) and every tensor's name, dtype,
+    shape and bytes, in name order."""
+    h = hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        t = tensors[name].contiguous().cpu()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _read_header(raw: str) -> dict:
+    """The parsed header, its keys and scalar fields checked (the graph is checked by Graph.from_dict)."""
+    try:
+        header = json.loads(raw)
+    except ValueError as exc:
+        raise SNNFileError(f"the header is not JSON ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise SNNFileError("not a radixsnn SNN header (wrong format tag)")
+    version = header.get("version")
+    if version not in (1, 2):
+        raise SNNFileError(f"format version {version!r} is not one this radixsnn reads (1..{FORMAT_VERSION})")
+    required = HEADER_FIELDS - ({"digest"} if version == 1 else set())
+    unknown, missing = set(header) - HEADER_FIELDS, required - set(header)
+    if unknown or missing:
+        raise SNNFileError(f"header fields: unknown {sorted(unknown)}, missing {sorted(missing)}")
+    if version >= 2 and not (isinstance(header["digest"], str) and len(header["digest"]) == 64):
+        raise SNNFileError("the header's digest is not a SHA-256 hex string")
+    if not isinstance(header["delta_t"], dict) or not isinstance(header["metadata"], dict):
+        raise SNNFileError("delta_t and metadata must be mappings")
+    if header["qann_spec"] is not None and not isinstance(header["qann_spec"], dict):
+        raise SNNFileError("qann_spec must be a mapping or null")
+    return header
+
+
+def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerSNN":
+    graph = Graph.from_dict(header["graph"])
+    groups: dict[str, dict[str, torch.Tensor]] = {"w/": {}, "b/": {}, "s/": {}, "qann/": {}}
+    for name, t in tensors.items():
+        prefix = next((p for p in groups if name.startswith(p)), None)
+        if prefix is None:
+            raise SNNFileError(f"unknown tensor {name!r}")
+        groups[prefix][name[len(prefix):]] = t
+    wdtype = _weight_dtype(header["weight_bits"]) if isinstance(header["weight_bits"], int) else None
+    if any(w.dtype != wdtype for w in groups["w/"].values()):
+        raise SNNFileError(f"weights must be stored as {wdtype}")
+    spec, state = header["qann_spec"], groups["qann/"] or None
+    snn = cls(
+        graph=graph,
+        time_steps=header["time_steps"],
+        weight_bits=header["weight_bits"],
+        input_bits=header["input_bits"],
+        weights={k: v.to(torch.int64) for k, v in groups["w/"].items()},
+        biases=groups["b/"],
+        delta_t=dict(header["delta_t"]),
+        scales=groups["s/"],
+        qann_spec=spec,
+        qann_state=state,
+        metadata=header["metadata"],
+    )
+    if (spec is None) != (state is None):
+        raise SNNFileError("the QANN's description and its tensors must come together")
+    if spec is not None:
+        if set(spec) != {"graph", "time_steps", "weight_bits", "input_bits", "act_scale"} or spec["graph"] != header["graph"] \
+                or [spec[k] for k in ("time_steps", "weight_bits", "input_bits")] != [header[k] for k in ("time_steps", "weight_bits", "input_bits")] \
+                or spec["act_scale"] not in ("layer", "channel"):
+            raise SNNFileError("the stored QANN does not describe this SNN")
+        if any(not v.dtype.is_floating_point or not bool(torch.isfinite(v).all()) for v in state.values()):
+            raise SNNFileError("the stored QANN's tensors must be finite floats")
+    return snn
 
 
 def load(path: str | os.PathLike) -> IntegerSNN:

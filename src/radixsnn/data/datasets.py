@@ -15,6 +15,7 @@ import hashlib
 import os
 import pickle
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -74,12 +75,47 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
 
 
+#: Largest batch file read (the CIFAR-100 training file is 155 MB) and most images in one batch file.
+MAX_BATCH_BYTES = 256 << 20
+MAX_BATCH_IMAGES = 60_000
+
+
 def safe_unpickle(path: Path) -> dict:
+    """Unpickle a CIFAR batch with only the builtins and numpy types the official files use (no code runs),
+    after checking the file's size."""
+    size = path.stat().st_size
+    if size > MAX_BATCH_BYTES:
+        raise DataError(f"{path}: {size} bytes, more than any CIFAR batch ({MAX_BATCH_BYTES >> 20} MiB)")
     with open(path, "rb") as f:
         try:
             return _SafeUnpickler(f, encoding="latin1").load()
         except Exception as exc:  # corrupt or hostile file
-            raise DataError(f"{path}: not a readable CIFAR batch ({exc})") from None
+            raise DataError(f"{path}: not a readable CIFAR batch ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _batch_arrays(batch, path: Path, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (N, 3, 32, 32) uint8, labels (N,) int64)`` of an unpickled batch, every part checked against
+    the CIFAR layout *before* anything is built from it (a small pickle of shared references must not
+    grow into gigabytes)."""
+    if not isinstance(batch, dict) or "data" not in batch or label_key not in batch:
+        raise DataError(f"{path}: not a CIFAR batch (no 'data' and {label_key!r} entries)")
+    data, lab = batch["data"], batch[label_key]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), got {type(data).__name__} {shape}")
+    n = data.shape[0]
+    if not 0 < n <= MAX_BATCH_IMAGES:
+        raise DataError(f"{path}: {n} images, expected 1..{MAX_BATCH_IMAGES}")
+    if not isinstance(lab, (list, np.ndarray)) or len(lab) != n:
+        raise DataError(f"{path}: {label_key!r} must hold one label per image ({n})")
+    if isinstance(lab, list) and not all(type(v) is int for v in lab):
+        raise DataError(f"{path}: {label_key!r} must be integers")
+    lab = np.asarray(lab)
+    if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer):
+        raise DataError(f"{path}: {label_key!r} must be integers")
+    if lab.min() < 0 or lab.max() >= classes:
+        raise DataError(f"{path}: labels must lie in 0..{classes - 1}, found {int(lab.min())}..{int(lab.max())}")
+    return np.ascontiguousarray(data).reshape(-1, 3, 32, 32), lab.astype(np.int64)
 
 
 def num_classes(dataset: str) -> int:
@@ -130,26 +166,19 @@ def load_cifar(
     ``download=True`` fetches and extracts the official archive when the data is not found.
     ``coarse=True`` (CIFAR-100 only) returns the 20 superclass labels instead of the 100 fine ones.
     """
-    folder, train_files, test_files, label_key, _ = _layout(dataset)
+    folder, train_files, test_files, label_key, classes = _layout(dataset)
     if coarse:
         if dataset != "cifar100":
             raise DataError(f"coarse labels exist only for cifar100, not {dataset}")
-        label_key = "coarse_labels"
+        label_key, classes = "coarse_labels", 20
     base = prepare_dataset(dataset, data_dir, download=download, train=train)
     images, labels = [], []
     for name in train_files if train else test_files:
         path = base / name
         if not path.is_file():
             raise DataError(f"{path} is missing")
-        batch = safe_unpickle(path)
-        try:
-            data = np.asarray(batch["data"], dtype=np.uint8)
-            lab = np.asarray(batch[label_key], dtype=np.int64)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{path}: not a CIFAR batch ({exc})") from None
-        if data.ndim != 2 or data.shape[1] != 3072 or len(lab) != len(data):
-            raise DataError(f"{path}: unexpected array shapes {data.shape}, {lab.shape}")
-        images.append(data.reshape(-1, 3, 32, 32))
+        data, lab = _batch_arrays(safe_unpickle(path), path, label_key, classes)
+        images.append(data)
         labels.append(lab)
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
@@ -173,15 +202,18 @@ def prepare_dataset(dataset: str, data_dir=None, *, download: bool = False, trai
     archive = root / ARCHIVES[dataset].filename
     if not download and not archive.is_file():
         raise DataError(f"{missing} (download=True, or --download on the command line, fetches {ARCHIVES[dataset].url})")
-    return download_dataset(dataset, root)
+    return download_dataset(dataset, root, fetch=download)
 
 
 def download_dataset(
-    dataset: str, data_dir=None, *, url: str | None = None, md5: str | None = None, timeout: float = 30.0
+    dataset: str, data_dir=None, *, url: str | None = None, md5: str | None = None, timeout: float = 30.0,
+    deadline: float = 3600.0, fetch: bool = True,
 ) -> Path:
     """Download (unless already present), verify and extract the official archive of ``dataset``.
 
-    ``url`` and ``md5`` override the official source (a mirror). Returns the extracted folder.
+    ``url`` and ``md5`` override the official source (a mirror). ``timeout`` bounds each network read and
+    ``deadline`` the whole download (seconds). With ``fetch=False`` nothing goes to the network: an archive
+    already in the folder is verified and extracted, a corrupt one reported. Returns the extracted folder.
     """
     official = ARCHIVES.get(dataset)
     if official is None:
@@ -192,9 +224,12 @@ def download_dataset(
     root.mkdir(parents=True, exist_ok=True)
     archive = root / url.rsplit("/", 1)[-1]
     if not (archive.is_file() and file_md5(archive) == md5):
+        if not fetch:
+            raise DataError(f"{archive} is corrupt (its MD5 is not the published {md5}): delete it, or download it again "
+                            "(download=True, --download on the command line)")
         partial = archive.with_name(archive.name + ".part")
         try:
-            _fetch(url, partial, timeout)
+            _fetch(url, partial, timeout, deadline)
             got = file_md5(partial)
             if got != md5:
                 raise DataError(f"checksum mismatch for {url}: MD5 {got}, expected {md5} (download corrupted or tampered)")
@@ -214,12 +249,25 @@ def file_md5(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _fetch(url: str, dest: Path, timeout: float) -> None:
+#: Largest archive downloaded (the CIFAR-100 archive is 169 MB).
+MAX_DOWNLOAD_BYTES = 1 << 30
+
+
+def _fetch(url: str, dest: Path, timeout: float, deadline: float = 3600.0) -> None:
+    start = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total and total > MAX_DOWNLOAD_BYTES:
+                raise DataError(f"cannot download {url}: {total} bytes, more than {MAX_DOWNLOAD_BYTES >> 20} MiB")
+            got = 0
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name.removesuffix('.part')}") as bar:
                 while block := response.read(1 << 20):
+                    got += len(block)
+                    if got > MAX_DOWNLOAD_BYTES:
+                        raise DataError(f"cannot download {url}: more than {MAX_DOWNLOAD_BYTES >> 20} MiB")
+                    if time.monotonic() - start > deadline:
+                        raise DataError(f"cannot download {url}: not done after {deadline:.0f} s")
                     out.write(block)
                     bar.update(len(block))
     except (urllib.error.URLError, OSError, ValueError) as exc:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 from radixsnn.core.coding import radix_quantize, rate_quantize
 from radixsnn.core.inputs import model_normalization
 from radixsnn.errors import ConfigError
+from radixsnn.outputs import write_text
 from radixsnn.experiments.activations import activation_scales, iter_relu_activations
 
 CODINGS = ("radix", "radix_pow2", "rate")
@@ -192,5 +193,4 @@ def write_csv(report: CodingErrorReport, path) -> None:
     lines = [",".join(cols)]
     for row in report.rows:
         lines.append(",".join(f"{row[c]:.6e}" if isinstance(row[c], float) else str(row[c]) for c in cols))
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n", "out")

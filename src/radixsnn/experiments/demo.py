@@ -19,8 +19,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from radixsnn.core.quant import ActQuant
 from radixsnn.data.datasets import prepare_dataset
 from radixsnn.errors import ConfigError, ConversionError, DataError
+from radixsnn.outputs import check_folder
 from radixsnn.training.float_run import train_run
 from radixsnn.training.qat import finetune_run
 
@@ -97,6 +99,8 @@ def run_demo(
     SNN's outputs differ from the QANN's on any image."""
     if images is not None and images < 1:
         raise ConfigError("images", f"must be at least 1, got {images}")
+    ActQuant(time_steps)
+    out = check_folder(out, "out")
     start = time.perf_counter()
     dataset = choose_dataset(data_dir, download)
     plan = PLAN[dataset]

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from radixsnn.errors import ConfigError
+from radixsnn.outputs import atomic_write
 
 _COLORS = {"radix": "tab:red", "radix_pow2": "tab:orange", "rate": "tab:blue"}
 _LABELS = {"radix": "radix, X/(2^T-1)", "radix_pow2": "radix, X/2^T (paper)", "rate": "rate, count/T"}
@@ -59,7 +60,7 @@ def plot_coding_error(rows: list[dict], path: str | Path, title: str = "") -> No
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -97,5 +98,10 @@ def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
+
+
+def _save(fig, path) -> None:
+    """Write the figure as a PNG, atomically."""
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"), "out")

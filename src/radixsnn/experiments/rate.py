@@ -46,6 +46,9 @@ from radixsnn.core.inputs import model_normalization, normalize
 from radixsnn.errors import ConfigError, ConversionError, RadixSNNError
 from radixsnn.experiments.activations import activation_scales, relu_nodes, trace
 
+#: Longest rate-coded simulation run (the paper's baselines use up to 2,500 steps).
+MAX_RATE_STEPS = 4096
+
 _MAXPOOL_FUNCTIONS = {F.max_pool2d, torch.max_pool2d}
 _AVGPOOL_FUNCTIONS = {F.avg_pool2d, F.adaptive_avg_pool2d, torch.mean}
 

@@ -13,14 +13,17 @@ train it once), the fine-tuned SNN to ``OUT/t<T>``, whose ``eval.json`` is what 
 """
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from radixsnn.core.quant import MAX_TIME_STEPS
 from radixsnn.errors import ConfigError
 from radixsnn.models import list_models
 
 DATASETS = ("cifar10", "cifar100")
+MAX_RECIPE_BYTES = 64 << 10
 ROW_KEYS = {"table", "model", "dataset", "time_steps", "weight_bits", "out", "note"}
 #: Options ``reproduce`` sets itself; a recipe must not set them in [train] / [finetune].
 RESERVED = {"model", "dataset", "out", "resume", "weights", "time_steps", "weight_bits"}
@@ -75,10 +78,14 @@ def _options(table: dict) -> list[str]:
 def load_recipe(path: str | Path, out: str | Path | None = None) -> Recipe:
     """Read and check a recipe; ``out`` overrides its ``[row] out`` folder."""
     path = Path(path)
+    if not path.exists():
+        raise ConfigError("config", f"file not found: {path}")
+    if not path.is_file() or path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ConfigError("config", f"{path} is not a recipe file (a folder, or larger than {MAX_RECIPE_BYTES >> 10} KiB)")
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("config", f"file not found: {path}") from None
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("config", f"{path} cannot be read as UTF-8 text ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
     unknown = set(data) - {"row", "train", "finetune"}
@@ -97,20 +104,27 @@ def load_recipe(path: str | Path, out: str | Path | None = None) -> Recipe:
         raise ConfigError("config", f"{path}: unknown model {row['model']!r}; choose one of: {', '.join(list_models())}")
     if row["dataset"] not in DATASETS:
         raise ConfigError("config", f"{path}: dataset must be one of {', '.join(DATASETS)}, got {row['dataset']!r}")
-    for key, lo, hi in (("time_steps", 1, 64), ("weight_bits", 2, 16)):
-        if not isinstance(row[key], int) or not lo <= row[key] <= hi:
+    for key, lo, hi in (("time_steps", 1, MAX_TIME_STEPS), ("weight_bits", 2, 16)):
+        if not isinstance(row[key], int) or isinstance(row[key], bool) or not lo <= row[key] <= hi:
             raise ConfigError("config", f"{path}: [row] {key} must be an integer in {lo}..{hi}, got {row[key]!r}")
     tables = {}
     for name in ("train", "finetune"):
         table = data.get(name, {})
         if not isinstance(table, dict):
             raise ConfigError("config", f"{path}: [{name}] must be a table")
+        options = {}
         for key, value in table.items():
-            if key in RESERVED:
+            option = key.replace("-", "_")  # "time-steps" and time_steps are the same option
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", option):
+                raise ConfigError("config", f"{path}: [{name}] key {key!r} is not an option name")
+            if option in RESERVED:
                 raise ConfigError("config", f"{path}: [{name}] must not set {key!r}; reproduce sets it from [row]")
+            if option in options:
+                raise ConfigError("config", f"{path}: [{name}] sets {option!r} twice")
             if not isinstance(value, (str, int, float, bool)):
                 raise ConfigError("config", f"{path}: [{name}] {key} must be a string, number or boolean")
-        tables[name] = table
+            options[option] = value
+        tables[name] = options
     default_out = Path("runs") / f"{row['model']}-{row['dataset']}"
     return Recipe(path, int(row.get("table", 0)), row["model"], row["dataset"], row["time_steps"],
                   row["weight_bits"], Path(out) if out else Path(row.get("out", default_out)),

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radixsnn.core.ops import ann_ops, table_ops
+from radixsnn.core.quant import MAX_TIME_STEPS
 from radixsnn.errors import ConfigError, DataError
 from radixsnn.experiments.cost import latency, model_cost, model_macs, reference_operations
 
+MAX_RESULTS_BYTES = 64 << 20
 DATASET_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 
@@ -162,9 +164,14 @@ def _normalize_model(name) -> str:
     return str(name).lower().replace("-", "").replace("_", "")
 
 
-def _percent(value) -> float:
-    value = float(value)
-    return value * 100 if value <= 1.0 else value
+def _percent(value, path: Path, key: str) -> float:
+    """An accuracy as a percentage (values <= 1 are fractions); anything but a finite 0..100 is an error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DataError(f"{path}: {key} must be a finite number, got {value!r}")
+    value = value * 100 if value <= 1.0 else value
+    if not 0 <= value <= 100:
+        raise DataError(f"{path}: {key} must be an accuracy in [0, 100] %, got {value!r}")
+    return float(value)
 
 
 def _lookup(data: dict, key: str):
@@ -185,17 +192,23 @@ def read_results(path: str | Path) -> list[Result]:
     ``metadata``/``config`` dict; a file without a model name raises :class:`DataError`, a
     missing dataset means CIFAR-10. Accuracies <= 1 are taken as fractions."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"results file not found: {path}")
+    if not path.is_file() or path.stat().st_size > MAX_RESULTS_BYTES:
+        raise DataError(f"{path} is not a results file (a folder, or larger than {MAX_RESULTS_BYTES >> 20} MiB)")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"results file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not a JSON file: {exc}") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"{path} is not a JSON file: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object")
     model = _lookup(data, "model")
     if model is None:
         raise DataError(f"{path}: no model name (key 'model') to place the result in a table")
+    if not isinstance(model, str):
+        raise DataError(f"{path}: the model name must be a string, got {model!r}")
     model = _normalize_model(model)
     dataset = str(_lookup(data, "dataset") or "cifar10").lower().replace("-", "")
     steps = _lookup(data, "time_steps")
@@ -204,10 +217,12 @@ def read_results(path: str | Path) -> list[Result]:
     accuracy = _lookup(data, "accuracy")
     if accuracy is not None:
         is_ann = steps is None or engine in ("float", "ann")
-        out.append(Result(model, dataset, None if is_ann else int(steps), _percent(accuracy), str(path)))
+        if not is_ann and (isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_TIME_STEPS):
+            raise DataError(f"{path}: time_steps must be an integer in 1..{MAX_TIME_STEPS}, got {steps!r}")
+        out.append(Result(model, dataset, None if is_ann else steps, _percent(accuracy, path, "accuracy"), str(path)))
     fp = _lookup(data, "fp_accuracy")
     if fp is not None:
-        out.append(Result(model, dataset, None, _percent(fp), str(path)))
+        out.append(Result(model, dataset, None, _percent(fp, path, "fp_accuracy"), str(path)))
     if not out:
         raise DataError(f"{path}: no 'accuracy' in the results")
     return out

@@ -34,6 +34,7 @@ from radixsnn.core.evaluation import evaluate
 from radixsnn.core.quant import ActQuant, WeightQuant
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
+from radixsnn.outputs import write_text
 from radixsnn.training.qat import finetune
 from radixsnn.training.trainer import TrainConfig
 
@@ -130,5 +131,4 @@ def write_csv(rows: list[dict], path) -> None:
     for r in rows:
         lines.append(",".join("" if r[c] is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]))
                               for c in cols))
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n", "out")

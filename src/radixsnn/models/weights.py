@@ -6,6 +6,7 @@ Float weights are read from safetensors files or from torch files with ``weights
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import torch
@@ -14,26 +15,62 @@ import torch.nn as nn
 from radixsnn.errors import ConfigError
 
 
+#: Keys under which common checkpoint layouts keep their state dict (tried in this order, nested too).
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception's whole message on one line (torch's refusals explain why a file is unsafe)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then a JSON header starting with ``{``."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Float tensors of a checkpoint file, with a DataParallel ``module.`` prefix removed."""
+    """The tensors of a checkpoint file, in any of the common layouts.
+
+    Reads safetensors files and torch files (always with ``weights_only=True``: no code in a file can run),
+    unwraps ``{"state_dict" | "model_state_dict" | "model" | "net": ...}`` (also nested), drops the
+    ``optimizer/`` tensors of this project's training checkpoints and the ``module.`` prefix of
+    DataParallel / DDP checkpoints. Raises :class:`ConfigError` naming ``weights`` for a missing, unreadable
+    or unsafe file, one that holds no tensors, or one with NaN or infinite values.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError("weights", f"file not found: {path}")
     try:
-        if path.suffix == ".safetensors":
+        if path.stat().st_size == 0:
+            raise ValueError("the file is empty")
+        if path.suffix == ".safetensors" or _is_safetensors(path):
             from safetensors.torch import load_file
 
             state = load_file(str(path))
-            # Training checkpoints (``radixsnn train``) also carry optimizer tensors under this prefix.
-            state = {k: v for k, v in state.items() if not k.startswith("optimizer/")}
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError("weights", f"unreadable: cannot read {path} ({str(exc).splitlines()[0][:200]})") from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            with warnings.catch_warnings():  # torch's warnings about a file's pickle protocol: the error says it all
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch.load raises many types for corrupt or unsafe files
+        raise ConfigError("weights", f"unreadable: cannot read {path} ({_one_line(exc)})") from None
+    for _ in range(3):
+        if not isinstance(state, dict):
+            break
+        inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, dict):
         raise ConfigError("weights", f"file {path} holds no state dict of tensors")
+    state = {k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith("optimizer/"))}
+    if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ConfigError("weights", f"file {path} holds no state dict of tensors")
+    for key, value in state.items():
+        if value.dtype.is_floating_point and not bool(torch.isfinite(value).all()):
+            raise ConfigError("weights", f"file {path}: {key} holds NaN or infinite values")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

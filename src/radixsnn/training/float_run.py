@@ -9,6 +9,7 @@ from radixsnn.core.inputs import normalize
 from radixsnn.data.datasets import num_classes
 from radixsnn.errors import ConfigError
 from radixsnn.models import create_model, list_models, model_config
+from radixsnn.outputs import check_folder
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
 from radixsnn.training.runtime import start_runtime, stop_runtime, use_channels_last
 from radixsnn.training.trainer import Trainer
@@ -53,9 +54,9 @@ def train_run(
     """
     given = set(config) if given is None else set(given)
     config = {**TRAIN_DEFAULTS, **config}
+    out = check_folder(out_dir, "out")
     runtime = start_runtime(device)
     try:
-        out = Path(out_dir)
         config, state = open_run(out, config, given, resume=resume, kind="float", announce=runtime.is_main)
         if config["model"] is None:
             raise ConfigError("model", "is required for a new run")

@@ -20,8 +20,8 @@ from tqdm import tqdm
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.inputs import normalize
-from radixsnn.core.qann import QANN
-from radixsnn.core.quant import ActQuant, WeightQuant
+from radixsnn.core.qann import ACT_SCALES, QANN
+from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data.datasets import load_dataset, num_classes
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
@@ -29,7 +29,8 @@ from radixsnn.models import create_model, list_models
 from radixsnn.models.weights import file_sha256
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
 from radixsnn.training.runtime import Runtime, start_runtime, stop_runtime
-from radixsnn.training.state import RunState, code_version, write_json
+from radixsnn.outputs import check_folder, write_json
+from radixsnn.training.state import RunState, code_version
 from radixsnn.training.trainer import TrainConfig, Trainer, pixels_as_float
 
 #: The options of a fine-tuning run and their defaults (``radixsnn finetune`` shows these).
@@ -157,9 +158,9 @@ def finetune_run(
     config = {**FINETUNE_DEFAULTS, **config}
     if eval_images is not None and eval_images < 1:
         raise ConfigError("eval_images", f"must be at least 1, got {eval_images}")
+    out = check_folder(out_dir, "out")
     runtime = start_runtime(device)
     try:
-        out = Path(out_dir)
         config, state = open_run(out, config, given, resume=resume, kind="qann", announce=runtime.is_main)
         for key in ("model", "weights", "time_steps"):
             if config[key] is None:
@@ -168,17 +169,23 @@ def finetune_run(
             raise ConfigError("model", f"{config['model']!r} is unknown; choose one of: {', '.join(list_models())}")
         ActQuant(config["time_steps"])
         WeightQuant(config["weight_bits"])
+        Calibration.parse(config["calib"])
+        if config["act_scale"] not in ACT_SCALES:
+            raise ConfigError("act_scale", f"must be one of {', '.join(ACT_SCALES)}, got {config['act_scale']!r}")
+        if not isinstance(config["input_bits"], int) or not 1 <= config["input_bits"] <= 8:
+            raise ConfigError("input_bits", f"must be an integer in 1..8, got {config['input_bits']!r}")
         if config["lr"] is None:
             config["lr"] = default_lr(config["time_steps"])
         tc = train_config(config)
-        train_loader, test_loader = make_loaders(config, runtime, data_dir, download)
-        seed_everything(config["seed"])
-        # Loaded once: the start of a new run, the distillation teacher and the final float accuracy.
-        # A resumed run goes on without the file unless it distils.
+        # Loaded once (before the data, so a bad file fails at once): the start of a new run, the
+        # distillation teacher and the final float accuracy. A resumed run goes on without the file
+        # unless it distils.
         float_model = None
         if state is None or Path(config["weights"]).is_file():
             float_model = create_model(config["model"], num_classes=num_classes(config["dataset"]),
                                        weights=config["weights"])
+        train_loader, test_loader = make_loaders(config, runtime, data_dir, download)
+        seed_everything(config["seed"])
         if state is None:
             qann = calibrated_qann(float_model, config, train_loader.images, runtime.device,
                                    progress=runtime.is_main and progress)
@@ -248,7 +255,7 @@ def _convert_and_evaluate(qann: QANN, float_model: nn.Module | None, config: dic
                       limit=eval_images, progress=progress)
     result.update(file=str(path), dataset=config["dataset"], run_epochs=epochs, eval_images_option=eval_images,
                   wall_seconds=time.perf_counter() - start)
-    write_json(out / "eval.json", result)
+    write_json(out / "eval.json", result, "out")
     fp = result["fp_accuracy"]
     print(
         f"{config['model']} T={snn.time_steps}: SNN {100 * result['accuracy']:.2f}%  QANN {100 * result['qann_accuracy']:.2f}%  "

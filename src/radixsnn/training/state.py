@@ -5,14 +5,13 @@ The safetensors file is the checkpoint. It holds the model's state dict under it
 tensors under ``optimizer/<param index>/<name>``, and, in its header metadata, the JSON
 description of the run: format, kind (``float`` or ``qann``), model, dataset, number of classes,
 configuration, code version, epochs done, metrics, the optimizer's remaining state and, for
-quantized runs, the QANN's graph spec. Each file is written to a temporary name and moved into
-place with :func:`os.replace`, so a reader -- or a resumed run after a crash -- sees either the
-previous checkpoint or the new one, never a torn file.
+quantized runs, the QANN's graph spec. Each file is written atomically
+(:func:`radixsnn.outputs.atomic_write`), so a reader -- or a resumed run after a crash -- sees either
+the previous checkpoint or the new one, never a torn file.
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 
 import radixsnn.version
 from radixsnn.errors import ConfigError
+from radixsnn.outputs import atomic_write, write_text
 
 FORMAT = "radixsnn-run"
 OPTIMIZER_PREFIX = "optimizer/"
@@ -55,19 +55,6 @@ def code_version() -> dict:
     return {"radixsnn": radixsnn.version.__version__, "git": commit}
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` via a temporary file, so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    write_text_atomic(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
-
-
 def save_run(stem: Path, model_state: dict, meta: dict, optimizer_state: dict | None = None) -> Path:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; returns the safetensors path."""
     stem = Path(stem)
@@ -83,11 +70,9 @@ def save_run(stem: Path, model_state: dict, meta: dict, optimizer_state: dict | 
                     scalars.setdefault(str(index), {})[name] = value
         meta["optimizer"] = {"param_groups": optimizer_state["param_groups"], "scalars": scalars}
     text = json.dumps(meta, indent=2, sort_keys=True)
-    path = stem.with_name(stem.name + ".safetensors")
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT, "meta": text})
-    os.replace(tmp, path)
-    write_text_atomic(stem.with_name(stem.name + ".json"), text + "\n")
+    path = atomic_write(stem.with_name(stem.name + ".safetensors"),
+                        lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "meta": text}), "out")
+    write_text(stem.with_name(stem.name + ".json"), text + "\n", "out")
     return path
 
 
@@ -112,15 +97,21 @@ def load_run(path: Path) -> RunState:
         meta = json.loads(header["meta"])
     except ValueError as exc:
         raise ConfigError("checkpoint", f"{path} holds unreadable run metadata ({exc})") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("kind"), str) and isinstance(meta.get("config", {}), dict)
+            and isinstance(meta.get("epoch"), int) and meta["epoch"] >= 0 and isinstance(meta.get("history", []), list)):
+        raise ConfigError("checkpoint", f"{path} holds run metadata without a kind and an epoch count")
     model_state = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
     optimizer_state = None
     if meta.get("optimizer") is not None:
-        state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith(OPTIMIZER_PREFIX):
-                index, name = key[len(OPTIMIZER_PREFIX) :].split("/", 1)
-                state.setdefault(int(index), {})[name] = value
-        for index, entries in meta["optimizer"]["scalars"].items():
-            state.setdefault(int(index), {}).update(entries)
-        optimizer_state = {"state": state, "param_groups": meta["optimizer"]["param_groups"]}
+        try:
+            state: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith(OPTIMIZER_PREFIX):
+                    index, name = key[len(OPTIMIZER_PREFIX) :].split("/", 1)
+                    state.setdefault(int(index), {})[name] = value
+            for index, entries in meta["optimizer"]["scalars"].items():
+                state.setdefault(int(index), {}).update(entries)
+            optimizer_state = {"state": state, "param_groups": meta["optimizer"]["param_groups"]}
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError("checkpoint", f"{path} holds an unreadable optimizer state ({exc})") from None
     return RunState(model_state, meta, optimizer_state)

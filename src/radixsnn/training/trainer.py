@@ -26,7 +26,8 @@ from tqdm import tqdm
 from radixsnn.data.loader import DeviceLoader, derive_seed
 from radixsnn.errors import ConfigError
 from radixsnn.training.runtime import Runtime
-from radixsnn.training.state import RunState, code_version, save_run, write_text_atomic
+from radixsnn.outputs import write_text
+from radixsnn.training.state import RunState, code_version, save_run
 
 SCHEDULES = ("step", "cosine", "constant")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -183,12 +184,15 @@ class Trainer:
     # ------------------------------------------------------------------ state
     def restore(self, state: RunState) -> None:
         """Continue from a checkpoint: model weights, optimizer state, epoch, history, best."""
-        self.model.load_state_dict(state.model_state)
         if state.optimizer_state is None:
             raise ConfigError("state", "holds no optimizer state (a best.* file?): resume from last.*")
-        self.optimizer.load_state_dict(state.optimizer_state)
-        if self.scaler is not None and state.meta.get("scaler"):
-            self.scaler.load_state_dict(state.meta["scaler"])
+        try:
+            self.model.load_state_dict(state.model_state)
+            self.optimizer.load_state_dict(state.optimizer_state)
+            if self.scaler is not None and state.meta.get("scaler"):
+                self.scaler.load_state_dict(state.meta["scaler"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError("state", f"does not fit this run's model ({' '.join(str(exc).split())[:300]})") from None
         self.start_epoch = int(state.meta["epoch"])
         self.steps_done = int(state.meta.get("steps", self.start_epoch * len(self.train_loader)))
         self.history = list(state.meta.get("history", []))
@@ -210,14 +214,13 @@ class Trainer:
     def _save(self, epoch: int, improved: bool) -> None:
         if not self.runtime.is_main or self.out_dir is None:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = self._meta(epoch)
         model_state = self.model.state_dict()
         save_run(self.out_dir / "last", model_state, meta, self.optimizer.state_dict())
         if improved:
             save_run(self.out_dir / "best", model_state, meta, None)
         lines = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.history)
-        write_text_atomic(self.out_dir / "metrics.jsonl", lines)
+        write_text(self.out_dir / "metrics.jsonl", lines, "out")
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> dict | None:
