@@ -35,7 +35,7 @@ from radixsnn.data import load_cifar
 from radixsnn.errors import DataError, SNNFileError
 
 COUNTS: collections.Counter = collections.Counter()
-FUZZ = settings(max_examples=400, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=400, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

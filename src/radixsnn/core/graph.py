@@ -177,7 +177,9 @@ class Graph:
 
 #: Sanity limits for graphs read from files: node count, neurons per layer, classes.
 MAX_NODES = 10_000
-MAX_NEURONS = 1 << 24
+MAX_NEURONS = 1 << 22
+#: Largest kernel, stride and dilation of a convolution or max-pool read from a file.
+MAX_WINDOW = 64
 MAX_CLASSES = 100_000
 NODE_FIELDS = {"name", "kind", "shape", "terms", "src", "attrs"}
 TERM_FIELDS = {"src", "op", "param", "weight_shape", "attrs"}
@@ -237,7 +239,7 @@ def _check_input(node: Node) -> None:
 def _maxpool_shape(attrs: dict, src: list[int], where: str) -> list[int]:
     if set(attrs) != {"kernel", "stride", "padding"} or len(src) != 3:
         raise ConfigError("graph", f"{where}: a max-pool needs kernel, stride and padding on a (C, H, W) source")
-    (kh, kw), (sh, sw), (ph, pw) = _pairs(attrs, ("kernel", "stride"), 1, 1 << 16, where) + _pairs(attrs, ("padding",), 0, 1 << 16, where)
+    (kh, kw), (sh, sw), (ph, pw) = _pairs(attrs, ("kernel", "stride"), 1, MAX_WINDOW, where) + _pairs(attrs, ("padding",), 0, MAX_WINDOW, where)
     if ph > kh // 2 or pw > kw // 2:
         raise ConfigError("graph", f"{where}: max-pool padding must be at most half the kernel")
     h, w = (src[1] + 2 * ph - kh) // sh + 1, (src[2] + 2 * pw - kw) // sw + 1
@@ -253,9 +255,11 @@ def term_output_shape(term: Term, src: list[int], where: str = "term") -> list[i
     if term.op == "conv2d":
         if set(a) != {"stride", "padding", "dilation", "groups"} or len(src) != 3 or len(w) != 4:
             raise ConfigError("graph", f"{where}: a convolution needs stride, padding, dilation, groups and a (C, H, W) source")
-        (sh, sw), (dh, dw) = _pairs(a, ("stride", "dilation"), 1, 1 << 16, where)
-        ((ph, pw),) = _pairs(a, ("padding",), 0, 1 << 16, where)
+        (sh, sw), (dh, dw) = _pairs(a, ("stride", "dilation"), 1, MAX_WINDOW, where)
+        ((ph, pw),) = _pairs(a, ("padding",), 0, MAX_WINDOW * MAX_WINDOW, where)
         g = a["groups"]
+        if w[2] > MAX_WINDOW or w[3] > MAX_WINDOW or ph > dh * (w[2] - 1) or pw > dw * (w[3] - 1):
+            raise ConfigError("graph", f"{where}: kernel {w[2:]} / padding {[ph, pw]} beyond a convolution's useful range")
         if not (_is_int(g, 1, src[0]) and src[0] % g == 0 and w[0] % g == 0 and w[1] * g == src[0]):
             raise ConfigError("graph", f"{where}: weight {w} and groups {g!r} do not fit {src[0]} input channels")
         h = (src[1] + 2 * ph - dh * (w[2] - 1) - 1) // sh + 1
@@ -273,7 +277,7 @@ def term_output_shape(term: Term, src: list[int], where: str = "term") -> list[i
         return [w[0]]
     if term.op == "select":
         pad = a.get("pad")
-        if set(a) != {"stride", "pad"} or not _is_int(a.get("stride"), 1, 1 << 16) or len(w) != 1 \
+        if set(a) != {"stride", "pad"} or not _is_int(a.get("stride"), 1, MAX_WINDOW) or len(w) != 1 \
                 or not (isinstance(pad, list) and len(pad) == 2 and all(_is_int(p, 0, 1 << 16) for p in pad)):
             raise ConfigError("graph", f"{where}: a select term needs stride, pad = [before, after] and one gain per channel")
         if w[0] != src[0] + pad[0] + pad[1]:

@@ -37,7 +37,7 @@ HEADER_FIELDS = {"format", "version", "radixsnn", "time_steps", "weight_bits", "
 #: Every layer's largest possible integer sum must be exact in float64 (the QANN and the CUDA engines).
 EXACT_FLOAT64 = 1 << 53
 #: Largest ``.snn`` file read (a VGG-16 file is about 80 MB).
-MAX_FILE_BYTES = 4 << 30
+MAX_FILE_BYTES = 1 << 30
 
 
 @dataclass
@@ -176,7 +176,7 @@ class IntegerSNN:
         if not path.is_file():
             raise SNNFileError(f"SNN file not found: {path}")
         if path.stat().st_size > MAX_FILE_BYTES:
-            raise SNNFileError(f"{path} is larger than {MAX_FILE_BYTES >> 30} GiB: not an SNN file")
+            raise SNNFileError(f"{path} is larger than {MAX_FILE_BYTES >> 30} GiB: not an SNN file this radixsnn reads")
         try:
             with safe_open(str(path), framework="pt") as f:
                 raw = (f.metadata() or {}).get("radixsnn")
