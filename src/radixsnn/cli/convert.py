@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, load_float_model, nonnegative_int, positive_int
+from radixsnn.cli.options import add_float_model_args, check_fits_dataset, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.convert import quantize
-from radixsnn.core.qann import ACT_SCALES
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import calibration_images
 from radixsnn.models.weights import file_sha256
@@ -26,8 +26,11 @@ def register(sub) -> None:
     p.add_argument("--weight-bits", type=int, default=8, help="signed integer weight width (default 8)")
     p.add_argument("--input-bits", type=int, default=8,
                    help="pixel train length: 8 = exact uint8 pixels (default), fewer = the top bits only")
-    p.add_argument("--act-scale", choices=ACT_SCALES, default="layer",
-                   help="one activation scale per layer (default) or per channel")
+    p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
+                   help=f"one activation scale per output channel or per layer (default {DEFAULT_ACT_SCALE})")
+    p.add_argument("--shift", choices=SHIFTS, default=DEFAULT_SHIFT,
+                   help="one shift dT per output channel, each neuron's train delayed to keep the layer's aligned, "
+                   f"or one per layer (default {DEFAULT_SHIFT})")
     p.add_argument("--calib", default="mse", help="calibration: 'mse' (default) or 'percentile:P', e.g. percentile:99.99")
     p.add_argument("--calib-images", type=positive_int, default=1024, help="training images used for calibration (default 1024)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the calibration-image draw (default 0)")
@@ -45,7 +48,8 @@ def run(args) -> int:
     model = load_float_model(args)
     t0 = time.perf_counter()
     qann = quantize(model, args.time_steps, weight_bits=args.weight_bits, input_bits=args.input_bits,
-                    act_scale=args.act_scale).to(device)
+                    act_scale=args.act_scale, shift=args.shift).to(device)
+    check_fits_dataset(qann.graph, args.dataset)
     qann.calibrate(calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed).to(device),
                    method=args.calib)
     metadata = {
@@ -66,12 +70,14 @@ def run(args) -> int:
 
 def describe(snn) -> str:
     """A table of the SNN's layers: kind, shape, shift dT, weight range, activation scale."""
-    rows = [f"{'layer':<22} {'kind':<8} {'shape':<14} {'dT':>3} {'|w|max':>7} {'scale':>10}"]
+    rows = [f"{'layer':<22} {'kind':<8} {'shape':<14} {'dT':>5} {'|w|max':>7} {'scale':>10}"]
     for node in snn.graph.nodes:
         dt = snn.delta_t.get(node.name, "")
+        if isinstance(dt, list):  # one shift per channel: their range
+            dt = f"{min(dt)}-{max(dt)}" if min(dt) != max(dt) else dt[0]
         wmax = max((int(snn.weights[t.param].abs().max()) for t in node.terms), default="")
         scale = snn.scales.get(node.name)
         scale = f"{float(scale.mean()):.4g}" if scale is not None else ""
-        rows.append(f"{node.name:<22} {node.kind:<8} {'x'.join(map(str, node.shape)):<14} {dt!s:>3} {wmax!s:>7} {scale:>10}")
+        rows.append(f"{node.name:<22} {node.kind:<8} {'x'.join(map(str, node.shape)):<14} {dt!s:>5} {wmax!s:>7} {scale:>10}")
     rows.append(f"T = {snn.time_steps}, weights {snn.weight_bits} bits, input {snn.input_bits} bits")
     return "\n".join(rows)

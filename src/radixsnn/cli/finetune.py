@@ -9,12 +9,11 @@ converted to the integer SNN ``OUT/model.snn`` and simulated on the test set by 
 """
 from __future__ import annotations
 
-from radixsnn.cli.options import positive_int, unit_float
+from radixsnn.cli.options import add_model_spec_args, positive_int, unit_float
 from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
 from radixsnn.core.engines import ENGINES
-from radixsnn.core.qann import ACT_SCALES
+from radixsnn.core.qann import ACT_SCALES, SHIFTS
 from radixsnn.data import DATASETS
-from radixsnn.models import list_models
 from radixsnn.training.qat import FINETUNE_DEFAULTS, finetune_run
 
 
@@ -30,16 +29,16 @@ def register(subparsers) -> None:
             "the test set (OUT/eval.json)."
         ),
     )
-    p.add_argument("--model", help=f"architecture: {', '.join(list_models())} (required for a new run)")
-    p.add_argument("--weights", help="float checkpoint: a radixsnn train checkpoint or a torch file (read with weights_only)")
+    add_model_spec_args(p, required=False)
     p.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {FINETUNE_DEFAULTS['dataset']})")
     p.add_argument("--time-steps", "-T", type=int, help="T, the length of every spike train (1..16; required)")
     p.add_argument("--weight-bits", type=int, help=f"signed integer weight width (default {FINETUNE_DEFAULTS['weight_bits']})")
     p.add_argument("--input-bits", type=int, help=f"pixel train length, 8 = exact pixels (default {FINETUNE_DEFAULTS['input_bits']})")
     p.add_argument(
         "--act-scale", choices=ACT_SCALES,
-        help=f"one activation scale per layer or per output channel (default {FINETUNE_DEFAULTS['act_scale']})",
+        help=f"one activation scale per output channel or per layer (default {FINETUNE_DEFAULTS['act_scale']})",
     )
+    p.add_argument("--shift", choices=SHIFTS, help=f"one shift dT per output channel or per layer (default {FINETUNE_DEFAULTS['shift']})")
     p.add_argument("--calib", help="calibration before fine-tuning: 'mse' (default) or 'percentile:P'")
     p.add_argument("--calib-images", type=positive_int, help=f"training images used for calibration (default {FINETUNE_DEFAULTS['calib_images']})")
     add_run_options(p, FINETUNE_DEFAULTS, lr_default="0.03 for T <= 2, else 0.001")

@@ -1,11 +1,15 @@
-"""Options shared by the commands that read a pretrained float network (``convert``, ``rmse``, ``rate``, ``sweep``).
+"""Options shared by the commands that read a float network (``convert``, ``finetune``, ``rmse``, ``rate``,
+``sweep``): one definition of how a model is named and loaded from the command line.
 
-``--model/--weights/--dataset/--data-dir/--images`` select the network and the test images, and
-step lists such as ``--time-steps`` accept ``2..10``, ``8,16,32`` or a mix (``1..4,8,16``).
+``--model`` is a registered name, ``package.module:callable`` or ``path/to/file.py:callable``;
+``--model-args`` (JSON), ``--mean`` / ``--std`` and ``--input-shape`` describe a model from outside the
+registry; ``--weights`` is a checkpoint in any common layout. ``--dataset/--data-dir/--images`` select
+the data, and step lists such as ``--time-steps`` accept ``2..10``, ``8,16,32`` or a mix (``1..4,8,16``).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 import torch
@@ -13,7 +17,7 @@ import torch.nn as nn
 
 from radixsnn.data import load_cifar, num_classes
 from radixsnn.errors import ConfigError
-from radixsnn.models import create_model, list_models
+from radixsnn.models import list_models, load_model
 
 
 #: Largest value and count an integer list (``--time-steps 1..4096``) may hold.
@@ -62,10 +66,49 @@ nonnegative_int = _number(int, lambda v: v >= 0, "must not be negative")
 percentile = _number(float, lambda v: 0 < v <= 100, "must be a percentile in (0, 100]")
 
 
+def json_object(text: str) -> dict:
+    """``'{"num_classes": 100}'`` -> a dict; an argparse ``type``."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"num_classes\": 100}}', got {text!r}")
+    return value
+
+
+def shape3(text: str) -> list[int]:
+    """``"3,32,32"`` -> ``[3, 32, 32]``; an argparse ``type``."""
+    try:
+        shape = [int(p) for p in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be C,H,W such as 3,32,32, got {text!r}") from None
+    if len(shape) != 3 or not all(1 <= d <= 4096 for d in shape):
+        raise argparse.ArgumentTypeError(f"must be C,H,W with sizes in 1..4096, got {text!r}")
+    return shape
+
+
+def add_model_spec_args(parser: argparse.ArgumentParser, required: bool = True, defaults: dict | None = None) -> None:
+    """Add ``--model --model-args --mean --std --input-shape --weights`` (``defaults``: the run's defaults
+    table, for commands whose options default to ``None`` so that a resumed run can tell them apart)."""
+    need = " (required for a new run)" if not required else ""
+    parser.add_argument("--model", required=required, metavar="NAME|MODULE:FN|FILE.py:FN",
+                        help=f"a registered architecture ({', '.join(list_models())}), package.module:callable or "
+                        f"path/to/file.py:callable{need}")
+    parser.add_argument("--model-args", type=json_object, metavar="JSON",
+                        help="keyword arguments of a callable --model, as a JSON object, e.g. '{\"num_classes\": 100}'")
+    parser.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                        help="input normalization: per-channel mean of pixels scaled to [0, 1] (a registered model has its own)")
+    parser.add_argument("--std", type=positive_float, nargs=3, metavar=("R", "G", "B"),
+                        help="input normalization: per-channel standard deviation (a registered model has its own)")
+    parser.add_argument("--input-shape", type=shape3, metavar="C,H,W", help="one input image's shape (default 3,32,32)")
+    parser.add_argument("--weights", required=required, help="float checkpoint: a state dict, {state_dict|model|net|model_state_dict: ...}, "
+                        f"DataParallel 'module.' keys, safetensors or a radixsnn checkpoint; torch files read with weights_only{need}")
+
+
 def add_float_model_args(parser: argparse.ArgumentParser) -> None:
-    """Add ``--model --weights --dataset --data-dir``: a registered float network and its data."""
-    parser.add_argument("--model", required=True, help=f"architecture: {', '.join(list_models())}")
-    parser.add_argument("--weights", required=True, help="float checkpoint (.safetensors, or torch file read with weights_only)")
+    """Add the model options and ``--dataset --data-dir``: a float network and its data."""
+    add_model_spec_args(parser)
     parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"), help="dataset (default cifar10)")
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
 
@@ -80,7 +123,8 @@ def add_model_args(parser: argparse.ArgumentParser, images_default: int | None) 
 
 def load_float_model(args) -> nn.Module:
     """The float network named by ``--model`` with ``--weights`` loaded, in eval mode."""
-    return create_model(args.model, num_classes=num_classes(args.dataset), weights=args.weights)
+    return load_model(args.model, model_args=args.model_args, num_classes=num_classes(args.dataset), weights=args.weights,
+                      mean=args.mean, std=args.std, input_shape=args.input_shape)
 
 
 def load_test_images(args) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,3 +137,12 @@ def load_test_images(args) -> tuple[torch.Tensor, torch.Tensor]:
     if args.batch_size < 1:
         raise ConfigError("batch_size", f"must be at least 1, got {args.batch_size}")
     return images, labels
+
+
+def check_fits_dataset(graph, dataset: str) -> None:
+    """A converted network must take the dataset's 3x32x32 images and have one output per class."""
+    if list(graph.input.shape) != [3, 32, 32]:
+        raise ConfigError("input_shape", f"{graph.input.shape} is not the {dataset} images' [3, 32, 32]")
+    if graph.output.channels != num_classes(dataset):
+        raise ConfigError("dataset", f"{dataset} has {num_classes(dataset)} classes but the model has {graph.output.channels} "
+                                     "outputs (set them with --model-args, or choose --dataset)")

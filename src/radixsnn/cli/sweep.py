@@ -14,6 +14,7 @@ from radixsnn.cli.options import (
     positive_float,
     positive_int,
 )
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import augmentation_for, calibration_images, load_cifar
 from radixsnn.errors import ConfigError
@@ -36,6 +37,10 @@ def register(subparsers) -> None:
     p.add_argument("--time-steps", type=int_list, default=list(range(2, 11)), help="T values (default 2..10)")
     p.add_argument("--weight-bits", type=int_list, default=[8, 3], help="weight widths (default 8,3)")
     p.add_argument("--calib", default="mse", help="activation calibration: 'mse' (default) or 'percentile:P'")
+    p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
+                   help=f"one activation scale per output channel or per layer (default {DEFAULT_ACT_SCALE})")
+    p.add_argument("--shift", choices=SHIFTS, default=DEFAULT_SHIFT,
+                   help=f"one shift dT per output channel or per layer (default {DEFAULT_SHIFT})")
     p.add_argument("--calib-images", type=positive_int, default=1024, help="training images for calibration (default 1024)")
     p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
                    help="also fine-tune every point for this many SGD steps (STE) before evaluating (default 0: off)")
@@ -83,7 +88,7 @@ def run(args) -> int:
             steps = max(1, round(args.finetune_epochs * len(train_x) / args.finetune_batch))
     rows = sweep(model, images, labels, calib, args.time_steps, args.weight_bits, steps, train_x, train_y,
                  batch_size=args.batch_size, finetune_batch=args.finetune_batch, lr=args.lr, calib=args.calib,
-                 augment=augmentation_for(args.dataset), seed=args.seed)
+                 augment=augmentation_for(args.dataset), seed=args.seed, act_scale=args.act_scale, shift=args.shift)
     write_csv(rows, out / "sweep.csv")
     # file names only: the results stay meaningful when the folders move
     config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out")}

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from radixsnn.core.inputs import model_input_shape, model_normalization
-from radixsnn.core.qann import QANN
+from radixsnn.core.qann import DEFAULT_ACT_SCALE, DEFAULT_SHIFT, QANN
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.core.trace import trace_graph
 from radixsnn.errors import ConfigError
@@ -29,7 +29,8 @@ def quantize(
     time_steps: int,
     *,
     weight_bits: int = 8,
-    act_scale: str = "layer",
+    act_scale: str = DEFAULT_ACT_SCALE,
+    shift: str = DEFAULT_SHIFT,
     input_bits: int = 8,
     input_shape: Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
@@ -37,6 +38,9 @@ def quantize(
 ) -> QANN:
     """The QANN of ``model`` with ``time_steps``-bit activations and ``weight_bits``-bit weights.
 
+    ``act_scale`` is ``"channel"`` (one activation scale per output channel) or ``"layer"``; ``shift="channel"``
+    gives every output channel its own shift ``dT`` (its weights use their whole b-bit range; the neurons'
+    trains are delayed to stay aligned), ``"layer"`` one shift per layer.
     Traced with torch.fx; ``model`` is not modified. ``mean`` / ``std`` (the input normalization, per
     channel) and ``input_shape`` (one image's ``(C, H, W)``) default to the model's registry config
     (:func:`radixsnn.create_model`); ``mean`` and ``std`` are required for any other model. The activation
@@ -54,7 +58,7 @@ def quantize(
     if len(mean) != shape[0]:
         raise ConfigError("mean", f"has {len(mean)} channels but the input has {shape[0]}")
     graph, params = trace_graph(model, shape, mean, std)
-    qann = QANN(graph, time_steps, weight_bits=weight_bits, input_bits=input_bits, act_scale=act_scale)
+    qann = QANN(graph, time_steps, weight_bits=weight_bits, input_bits=input_bits, act_scale=act_scale, shift=shift)
     qann.load_float_params(params)
     return qann
 

@@ -126,7 +126,7 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         if node.kind == "output":
             return acc.round().to(torch.int64)
         # exact: multiplying by 2^-dT and flooring integer-valued floats loses nothing
-        q = acc.mul_(2.0 ** -snn.delta_t[node.name]).floor_().clamp_(0, (1 << snn.time_steps) - 1)
+        q = acc.mul_(2.0 ** -snn.shift(node.name, device)).floor_().clamp_(0, (1 << snn.time_steps) - 1)
         return q.to(torch.float32)
 
     def maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
@@ -204,13 +204,13 @@ def _run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         currents = _currents(snn, node, trains, device)
         if node.kind == "output":
             return radix_readout(currents.to(torch.int64), _bias(snn, node, device))
-        fused = radix_lif_fused(currents, _bias(snn, node, device), snn.time_steps, snn.delta_t[node.name])
+        fused = radix_lif_fused(currents, _bias(snn, node, device), snn.time_steps, snn.shift(node.name, device))
         if fused is not None:
             out, per_neuron = fused
             result.spike_maps[node.name] = per_neuron.double()
             result.spikes[node.name] = int(per_neuron.sum())
             return out
-        out, _ = radix_lif(currents, _bias(snn, node, device), snn.time_steps, snn.delta_t[node.name],
+        out, _ = radix_lif(currents, _bias(snn, node, device), snn.time_steps, snn.shift(node.name, device),
                            state_dtype=_state_dtype(snn, node), out_dtype=torch.float32)
         _count(result, node.name, out)
         return out

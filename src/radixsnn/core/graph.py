@@ -41,7 +41,9 @@ class Term:
     ``"flatten"``, the source flattened, or ``"sumpool"``, the source summed over its positions: a global
     average pool folded into the classifier) or ``"select"`` (attrs: stride = spatial subsampling, pad =
     [channels before, channels after]; the weight is one gain per output channel: an identity or
-    option-A shortcut). ``param`` names the term's weight tensor in the QANN and the SNN file.
+    option-A shortcut). Any term may read only some source channels, in any order: ``channels`` lists
+    them (concatenations, slices, channel shuffles; ``-1`` is a zero channel in a select term). ``param``
+    names the term's weight tensor in the QANN and the SNN file.
     """
 
     src: str
@@ -57,7 +59,8 @@ class Node:
 
     Neuron and output nodes integrate ``terms``; a max-pool reads ``src`` (attrs: kernel, stride,
     padding); the input node's attrs hold the float model's ``mean`` and ``std``; neuron and output
-    attrs hold ``label``, the source modules' names.
+    attrs hold ``label``, the source modules' names, and a neuron layer's ``clip`` the value its output
+    never exceeds (``ReLU6``: 6).
     """
 
     name: str
@@ -149,6 +152,10 @@ class Graph:
                 raise ConfigError("graph", f"{where}: shape must be 1 to 3 positive sizes with at most {MAX_NEURONS} neurons, got {node.shape!r}")
             if not isinstance(node.attrs, dict):
                 raise ConfigError("graph", f"{where}: attrs must be a mapping")
+            clip = node.attrs.get("clip")
+            if clip is not None and (node.kind != "neuron" or isinstance(clip, bool) or not isinstance(clip, (int, float))
+                                     or not 0 < clip < 1e30):
+                raise ConfigError("graph", f"{where}: a clip must be a positive number on a neuron layer, got {clip!r}")
             if node.kind in ("neuron", "output") and not node.terms:
                 raise ConfigError("graph", f"{where}: a {node.kind} needs at least one synapse term")
             if node.kind in ("input", "maxpool") and node.terms or (node.src is not None) != (node.kind == "maxpool"):
@@ -252,6 +259,13 @@ def term_output_shape(term: Term, src: list[int], where: str = "term") -> list[i
     a, w = term.attrs, term.weight_shape
     if not isinstance(a, dict) or not (isinstance(w, list) and all(_is_int(d, 1, 1 << 24) for d in w)):
         raise ConfigError("graph", f"{where}: a term needs attrs and a positive weight shape")
+    if "channels" in a:
+        chans = a["channels"]
+        lowest = -1 if term.op == "select" else 0
+        if not (isinstance(chans, list) and chans and all(_is_int(c, lowest, src[0] - 1) for c in chans)):
+            raise ConfigError("graph", f"{where}: channels must list source channels in {lowest}..{src[0] - 1}")
+        src = [len(chans)] + list(src[1:])
+        a = {k: v for k, v in a.items() if k != "channels"}
     if term.op == "conv2d":
         if set(a) != {"stride", "padding", "dilation", "groups"} or len(src) != 3 or len(w) != 4:
             raise ConfigError("graph", f"{where}: a convolution needs stride, padding, dilation, groups and a (C, H, W) source")
@@ -315,12 +329,27 @@ def walk(
     raise ConfigError("graph", "has no output node")
 
 
+def gather(term: Term, x: torch.Tensor) -> torch.Tensor:
+    """The source channels a term reads, in its order: ``x[:, channels]`` (``-1``: a zero channel)."""
+    channels = term.attrs.get("channels")
+    if channels is None:
+        return x
+    index = torch.tensor(channels, device=x.device)
+    picked = x.index_select(1, index.clamp_min(0))
+    if min(channels) < 0:
+        keep = (index >= 0).to(x.dtype).view(1, -1, *([1] * (x.dim() - 2)))
+        picked = picked * keep
+    return picked
+
+
 def synapse(term: Term, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Apply a term's linear synapse map with ``weight`` to a batch ``x`` of source activations.
 
+    The term first reads its ``channels`` of the source (all of them, in order, by default).
     ``bias`` (per output channel, conv2d and linear only) is added by the same kernel.
     """
     a = term.attrs
+    x = gather(term, x)
     if term.op == "conv2d":
         return F.conv2d(x, weight, bias, a["stride"], a["padding"], a["dilation"], a["groups"])
     if term.op == "linear":
@@ -342,26 +371,26 @@ def synapse(term: Term, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 def input_channel_index(term: Term, src_shape: list[int]) -> torch.Tensor:
     """For each weight element's input axis, the source channel it reads (to apply per-channel scales).
 
-    Returns a long tensor broadcastable against the weight: conv ``(1, C_in/g, 1, 1)`` indices,
-    linear-flatten ``(1, C*H*W)``, linear-sumpool ``(1, C)``, select ``(C_out,)`` (-1 for padding).
+    Returns a long tensor broadcastable against the weight: conv ``(C_out, C_in/g, 1, 1)`` indices,
+    linear-flatten ``(1, C*H*W)``, linear-sumpool ``(1, C)``, select ``(C_out,)`` (-1 for a zero channel).
     """
-    c = src_shape[0]
+    channels = term.attrs.get("channels")
+    read = torch.tensor(channels) if channels is not None else torch.arange(src_shape[0])
     if term.op == "conv2d":
         g = term.attrs["groups"]
         cin_g = term.weight_shape[1]
         cout = term.weight_shape[0]
-        # out channel o reads channels (o // (cout/g)) * cin_g + j
+        # out channel o reads the gathered channels (o // (cout/g)) * cin_g + j
         grp = torch.arange(cout) // (cout // g)
         idx = grp.view(-1, 1) * cin_g + torch.arange(cin_g).view(1, -1)
-        return idx.view(cout, cin_g, 1, 1)
+        return read[idx].view(cout, cin_g, 1, 1)
     if term.op == "linear":
         if term.attrs["mode"] == "sumpool" or len(src_shape) == 1:
-            return torch.arange(c).view(1, -1)
+            return read.view(1, -1)
         hw = int(torch.tensor(src_shape[1:]).prod())
-        return torch.arange(c).repeat_interleave(hw).view(1, -1)
-    before, _ = term.attrs["pad"]
-    idx = torch.arange(term.weight_shape[0]) - before
-    return torch.where((idx >= 0) & (idx < c), idx, torch.full_like(idx, -1))
+        return read.repeat_interleave(hw).view(1, -1)
+    before, after = term.attrs["pad"]
+    return torch.cat([torch.full((before,), -1), read, torch.full((after,), -1)])
 
 
 def output_channel_view(term: Term) -> tuple[int, ...]:

@@ -47,7 +47,7 @@ def radix_lif(
     currents: torch.Tensor,
     bias: torch.Tensor | int,
     time_steps: int,
-    delta_t: int,
+    delta_t: int | torch.Tensor,
     rectify: bool = True,
     state_dtype: torch.dtype = torch.int64,
     out_dtype: torch.dtype = torch.uint8,
@@ -59,28 +59,48 @@ def radix_lif(
             step; ``T_in <= T'`` (the input must arrive within the window).
         bias: integer initial potential ``b`` (broadcast against ``currents[0]``).
         time_steps: ``T``, the length of the output train.
-        delta_t: ``dT``, the number of extra (drain) steps; the output is worth ``floor(X / 2^dT)``.
+        delta_t: ``dT``, the number of extra (drain) steps; the output is worth ``floor(X / 2^dT)``. A tensor
+            (broadcast against ``currents[0]``) gives every neuron its own: neuron ``i`` runs ``T + dT_i``
+            steps and its train is delayed by ``max dT - dT_i`` steps, so that all trains leave together
+            (an axonal delay); the layer runs ``T + max dT`` steps.
         rectify: apply the end-of-window rectification and saturation (the paper's neuron: ``False``).
         state_dtype: integer type of the membrane; int32 is exact while ``|b| + 2 max|I| < 2^30``.
         out_dtype: dtype of the returned 0/1 trains (float32 feeds the next layer's convolution directly).
 
     Returns:
         ``(trains, v_end)``: 0/1 output trains ``(T, ...)`` aligned as in Eq. 13, and the potential
-        ``v(T'-1)`` left at the end of the window.
+        ``v(T'-1)`` each neuron has at the end of its own window.
     """
-    window = time_steps + delta_t
+    per_neuron = isinstance(delta_t, torch.Tensor)
+    longest = int(delta_t.max()) if per_neuron else int(delta_t)
+    window = time_steps + longest
     steps_in = currents.shape[0]
-    if steps_in > window:
+    if steps_in > time_steps + (int(delta_t.min()) if per_neuron else longest):
         raise ConfigError("currents", f"has {steps_in} input steps, which do not fit a window of T + dT = {window} steps")
     currents = currents.to(state_dtype)
     v = torch.as_tensor(bias, device=currents.device).to(state_dtype).expand_as(currents[0]).clone()
-    trains = torch.empty((time_steps, *v.shape), dtype=out_dtype, device=v.device)
-    for t in range(window):
-        if t < steps_in:
-            v += currents[t]  # integration (Eq. 3)
-        if t >= delta_t:
-            trains[t - delta_t] = v & 1  # firing on the least significant bit; Eq. 13 alignment
-        v >>= 1  # refractory (subtract the spike) and leak (halve), exact: (u - o) / 2 == u >> 1
+    if not per_neuron:
+        trains = torch.empty((time_steps, *v.shape), dtype=out_dtype, device=v.device)
+        for t in range(window):
+            if t < steps_in:
+                v += currents[t]  # integration (Eq. 3)
+            if t >= longest:
+                trains[t - longest] = v & 1  # firing on the least significant bit; Eq. 13 alignment
+            v >>= 1  # refractory (subtract the spike) and leak (halve), exact: (u - o) / 2 == u >> 1
+    else:
+        dt = delta_t.to(device=v.device, dtype=torch.int64).expand_as(v)
+        bits = torch.empty((window, *v.shape), dtype=out_dtype, device=v.device)
+        v_end = v.clone()
+        for t in range(window):
+            if t < steps_in:
+                v += currents[t]
+            bits[t] = v & 1
+            v >>= 1
+            v_end = torch.where(dt == t + 1 - time_steps, v, v_end)  # each neuron's potential when its window ends
+        # neuron i's train is its bits dT_i .. dT_i + T - 1: delayed by max dT - dT_i, all trains align
+        index = dt.unsqueeze(0) + torch.arange(time_steps, device=v.device).view(-1, *([1] * v.dim()))
+        trains = bits.gather(0, index)
+        v = v_end
     if rectify:
         trains.masked_fill_((v < 0).unsqueeze(0), 0)
         trains.masked_fill_((v > 0).unsqueeze(0), 1)
@@ -99,16 +119,17 @@ def radix_readout(currents: torch.Tensor, bias: torch.Tensor | int) -> torch.Ten
     return acc
 
 
-def neuron_output_value(x: torch.Tensor, time_steps: int, delta_t: int) -> torch.Tensor:
+def neuron_output_value(x: torch.Tensor, time_steps: int, delta_t: int | torch.Tensor) -> torch.Tensor:
     """What a rectifying radix neuron's train carries for integer sum ``x``: ``clamp(floor(x/2^dT), 0, 2^T-1)``."""
-    return torch.clamp(torch.div(x, 1 << delta_t, rounding_mode="floor"), 0, (1 << time_steps) - 1)
+    scale = torch.ones((), dtype=torch.int64) << torch.as_tensor(delta_t, dtype=torch.int64)
+    return torch.clamp(torch.div(x, scale, rounding_mode="floor"), 0, (1 << time_steps) - 1)
 
 
 def radix_lif_fused(
     currents: torch.Tensor,
     bias: torch.Tensor,
     time_steps: int,
-    delta_t: int,
+    delta_t: int | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """:func:`radix_lif` (rectifying) as one compiled CPU loop per neuron, plus spikes per neuron.
 
@@ -124,9 +145,12 @@ def radix_lif_fused(
     per_image = currents[0, 0].numel()
     cur = currents.reshape(steps_in, n, per_image).to(torch.float32).contiguous()
     b = torch.as_tensor(bias).to(torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
+    dt = torch.as_tensor(delta_t, dtype=torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
+    if steps_in > time_steps + int(dt.min()):
+        raise ConfigError("currents", f"has {steps_in} input steps, more than a window of T + dT steps")
     out = torch.empty((time_steps, n, per_image), dtype=torch.float32)
     counts = torch.zeros((n, per_image), dtype=torch.int64)
-    kernel(cur.numpy(), b.numpy(), out.numpy(), counts.numpy(), time_steps, delta_t)
+    kernel(cur.numpy(), b.numpy(), dt.numpy(), out.numpy(), counts.numpy(), time_steps, int(dt.max()))
     return out.view(time_steps, *currents.shape[1:]), counts.sum(0).view(currents.shape[2:])
 
 
@@ -143,19 +167,20 @@ def _fused_kernel():
             return None
 
         @numba.njit(parallel=True, cache=True, nogil=True)
-        def kernel(cur, bias, out, counts, time_steps, delta_t):  # pragma: no cover - compiled
+        def kernel(cur, bias, delta_t, out, counts, time_steps, longest):  # pragma: no cover - compiled
             steps_in, n, per_image = cur.shape
             for i in numba.prange(n):  # images in parallel; neurons of an image in SIMD lanes
                 v = bias.copy()
-                for t in range(time_steps + delta_t):
+                for t in range(time_steps + longest):
                     if t < steps_in:
                         for j in range(per_image):
                             v[j] += np.int64(cur[t, i, j])  # integration
-                    if t >= delta_t:
-                        for j in range(per_image):
-                            out[t - delta_t, i, j] = v[j] & 1  # fire on the least significant bit
                     for j in range(per_image):
-                        v[j] >>= 1  # subtract the spike and leak by 1/2
+                        k = t - delta_t[j]  # neuron j's own window; its train delayed to align
+                        if 0 <= k < time_steps:
+                            out[k, i, j] = v[j] & 1  # fire on the least significant bit
+                        if k < time_steps:
+                            v[j] >>= 1  # subtract the spike and leak by 1/2 (until its window ends)
                 for j in range(per_image):
                     if v[j] != 0:  # rectify (v < 0) or saturate (v > 0) at the end of the window
                         fill = 1.0 if v[j] > 0 else 0.0

@@ -266,7 +266,7 @@ def term_fan_in(term: Term, src_shape: Sequence[int] | None = None) -> int:
         return w[1] * w[2] * w[3]
     if term.op == "linear":
         if term.attrs["mode"] == "sumpool":
-            return src_shape[0] * src_shape[1] * src_shape[2]
+            return term.weight_shape[1] * src_shape[1] * src_shape[2]
         return term.weight_shape[1]
     return 1
 
@@ -285,8 +285,10 @@ def graph_ops(graph: Graph, time_steps: int, input_bits: int = 8) -> int:
             m *= d
         for t in node.terms:
             steps = input_bits if graph[t.src].kind == "input" else time_steps
-            if t.op == "select":
-                total += m * (node.shape[0] - sum(t.attrs["pad"])) // node.shape[0] * steps
+            if t.op == "select":  # one synapse per output neuron that reads a source channel
+                chans = t.attrs.get("channels")
+                read = node.shape[0] - sum(t.attrs["pad"]) if chans is None else sum(c >= 0 for c in chans)
+                total += m * read // node.shape[0] * steps
             else:
                 total += term_fan_in(t, graph[t.src].shape) * m * steps
     return total

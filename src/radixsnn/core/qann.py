@@ -5,7 +5,9 @@ hold integers ``q in [0, 2^T - 1]`` that stand for the real values ``s q``. For 
 float (BatchNorm-folded) weights ``W``, bias ``B`` and input scales ``s_in``:
 
 * ``dT`` is the largest shift with ``max |W s_in / s_out| 2^dT <= 2^(b-1) - 1`` (and ``>= T_in - T``
-  so the input trains fit the window);
+  so the input trains fit the window), the maximum taken over each output channel's weights
+  (``shift="channel"``, the default: each neuron drains its own number of steps, its train delayed to
+  stay aligned with the layer's) or over the whole layer (``shift="layer"``);
 * integer weights ``w = round(W s_in / s_out 2^dT)``, clamped to ``b`` bits;
 * integer bias ``beta = round(B 2^dT / s_out) + 2^(dT-1)`` (the offset turns the neuron's floor into
   round-to-nearest);
@@ -35,7 +37,13 @@ from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant,
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError, RadixSNNError, SNNFileError
 
-ACT_SCALES = ("layer", "channel")
+#: One activation scale per layer, or one per output channel.
+ACT_SCALES = ("channel", "layer")
+#: One shift ``dT`` per output channel (each neuron drains its own number of steps), or one per layer.
+SHIFTS = ("channel", "layer")
+#: The defaults (measured against the per-layer choices in docs/results.md).
+DEFAULT_ACT_SCALE = "channel"
+DEFAULT_SHIFT = "channel"
 
 
 def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
@@ -55,10 +63,13 @@ class QANN(nn.Module):
     """
 
     def __init__(self, graph: Graph, time_steps: int, weight_bits: int = 8, input_bits: int = 8,
-                 act_scale: str = "layer"):
+                 act_scale: str = DEFAULT_ACT_SCALE, shift: str = DEFAULT_SHIFT):
         super().__init__()
         if act_scale not in ACT_SCALES:
             raise ConfigError("act_scale", f"must be 'layer' or 'channel', got {act_scale!r}")
+        if shift not in SHIFTS:
+            raise ConfigError("shift", f"must be 'channel' or 'layer', got {shift!r}")
+        self.shift = shift
         if not isinstance(input_bits, int) or not 1 <= input_bits <= 8:
             raise ConfigError("input_bits", f"must be an integer in 1..8, got {input_bits!r}")
         self.graph = graph
@@ -99,12 +110,14 @@ class QANN(nn.Module):
             "weight_bits": self.weight_bits,
             "input_bits": self.input_bits,
             "act_scale": self.act_scale,
+            "shift": self.shift,
         }
 
     @classmethod
     def from_spec(cls, spec: dict) -> "QANN":
+        # files made before the per-channel shift have one shift per layer
         return cls(Graph.from_dict(spec["graph"]), spec["time_steps"], spec["weight_bits"], spec["input_bits"],
-                   spec.get("act_scale", "layer"))
+                   spec.get("act_scale", "layer"), spec.get("shift", "layer"))
 
     @classmethod
     def from_snn(cls, snn: IntegerSNN) -> "QANN | None":
@@ -143,7 +156,11 @@ class QANN(nn.Module):
             for d in node.shape:
                 numel *= d
             s = _grad_scale(s, (numel / s.numel() * self.act.qmax) ** -0.5)
-        return s.abs().clamp_min(1e-8).expand(node.channels)
+        s = s.abs().clamp_min(1e-8)
+        clip = node.attrs.get("clip")
+        if clip is not None:  # ReLU6 and the like: the neuron saturates at or below the clip
+            s = s.clamp_max(clip / self.act.qmax)
+        return s.expand(node.channels)
 
     def _train_length(self, name: str) -> int:
         return self.input_bits if self.graph[name].kind == "input" else self.time_steps
@@ -156,9 +173,11 @@ class QANN(nn.Module):
         return self._index_cache[key]
 
     # ---- the integer parameters ------------------------------------------------------------------------
-    def layer_integers(self, node: Node) -> tuple[list[torch.Tensor], torch.Tensor, int, torch.Tensor]:
+    def layer_integers(self, node: Node) -> tuple[list[torch.Tensor], torch.Tensor, int | torch.Tensor, torch.Tensor]:
         """``(weights, bias, dT, scale)`` of a neuron or output node, integer-valued float64 tensors with
-        straight-through gradients. ``scale`` is the output scale (neurons) or the logit scale (output).
+        straight-through gradients. ``scale`` is the output scale (neurons) or the logit scale (output);
+        ``dT`` is an int, or with ``shift="channel"`` an int64 tensor of one shift per output channel
+        (shaped to broadcast against the layer's sums).
         """
         ratios = []
         for i, t in enumerate(node.terms):
@@ -179,16 +198,25 @@ class QANN(nn.Module):
             return weights, round_ste(b / delta), 0, delta
         s_out = self.scale_of(node.name).double()
         scaled = [r / s_out.view(output_channel_view(t)) for r, t in ratios]
-        peak = max(float(r.detach().abs().max()) for r in scaled)
         longest = max(self._train_length(t.src) for t in node.terms)
-        dt = self.wq.delta_t(peak, minimum=max(0, longest - self.time_steps), maximum=MAX_DELTA_T)
-        weights = [self.wq.quantize(r, dt) for r in scaled]
+        lowest = max(0, longest - self.time_steps)
         view = (-1,) + (1,) * (len(node.shape) - 1)
+        if self.shift == "layer":
+            peak = max(float(r.detach().abs().max()) for r in scaled)
+            dt = self.wq.delta_t(peak, minimum=lowest, maximum=MAX_DELTA_T)
+            weights = [self.wq.quantize(r, dt) for r in scaled]
+            dt_sum = dt
+        else:  # every output channel uses its weights' whole b-bit range
+            peak = torch.stack([r.detach().abs().reshape(r.shape[0], -1).max(1).values for r in scaled]).max(0).values
+            dt = torch.tensor([self.wq.delta_t(float(p), minimum=lowest, maximum=MAX_DELTA_T) for p in peak],
+                              dtype=torch.int64, device=peak.device)
+            weights = [self.wq.quantize(r * 2.0 ** dt.double().view(output_channel_view(t)), 0) for r, t in zip(scaled, node.terms)]
+            dt_sum = dt.double().view(view)
         b = bias.view(view)
         if correction is not None:
             b = b + correction
-        beta = round_ste(b * 2.0**dt / s_out.view(view)) + rounding_offset(dt)
-        return weights, beta, dt, s_out
+        beta = round_ste(b * 2.0**dt_sum / s_out.view(view)) + rounding_offset(dt_sum)
+        return weights, beta, dt if self.shift == "layer" else dt.view(view), s_out
 
     def _input_correction(self, node: Node) -> torch.Tensor | None:
         """Per-position bias ``-sum W m`` over in-image taps for terms reading the input (mean folding)."""
@@ -242,7 +270,8 @@ class QANN(nn.Module):
                 return acc
             if capture is not None:
                 capture[node.name] = acc.detach()
-            return torch.relu(acc)
+            clip = node.attrs.get("clip")
+            return torch.relu(acc) if clip is None else torch.clamp(acc, 0, clip)
 
         return walk(self.graph, normalize(x, self.mean, self.std), layer, _maxpool)
 
@@ -286,6 +315,9 @@ class QANN(nn.Module):
                     pools.setdefault(name, []).append(flat.view(1, -1))
         for name, chunks in pools.items():
             a = torch.cat(chunks, dim=1)
+            cap = self.graph[name].attrs.get("clip")
+            if cap is not None:
+                a = a.clamp(max=cap)
             clip = torch.stack([rule.clip(row, self.act.qmax) for row in a])
             self.scales[name].copy_((clip / self.act.qmax).to(self.scales[name]))
 
@@ -304,7 +336,7 @@ class QANN(nn.Module):
                 beta = beta.round().to(torch.int64).cpu()
                 # one bias per channel unless it varies over positions (the first layer's padding correction)
                 biases[node.name] = beta.reshape(-1) if beta.numel() == node.channels else beta.reshape(node.shape)
-                delta_t[node.name] = dt
+                delta_t[node.name] = dt if isinstance(dt, int) else [int(v) for v in dt.reshape(-1)]
                 scales[node.name] = scale.detach().float().cpu().reshape(-1)
         finally:
             self.train(was_training)

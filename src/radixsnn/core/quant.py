@@ -109,13 +109,16 @@ class ActQuant:
     def qmax(self) -> int:
         return (1 << self.time_steps) - 1
 
-    def from_sum(self, acc: torch.Tensor, delta_t: int) -> torch.Tensor:
-        """The neuron's output for integer sum ``acc``: ``clamp(floor(acc / 2^dT), 0, 2^T - 1)`` (STE)."""
+    def from_sum(self, acc: torch.Tensor, delta_t: int | torch.Tensor) -> torch.Tensor:
+        """The neuron's output for integer sum ``acc``: ``clamp(floor(acc / 2^dT), 0, 2^T - 1)`` (STE);
+        a tensor ``delta_t`` (broadcast against ``acc``) is a shift per neuron."""
         return torch.clamp(floor_ste(acc * 2.0**-delta_t), 0, self.qmax)
 
 
-def rounding_offset(delta_t: int) -> int:
+def rounding_offset(delta_t: int | torch.Tensor):
     """Integer added to the bias so that the neuron's floor becomes round-half-up: ``2^(dT-1)``."""
+    if isinstance(delta_t, torch.Tensor):
+        return torch.where(delta_t > 0, 2.0 ** (delta_t - 1), torch.zeros_like(delta_t, dtype=torch.float64))
     return (1 << (delta_t - 1)) if delta_t > 0 else 0
 
 

@@ -46,7 +46,8 @@ class IntegerSNN:
 
     ``weights`` maps each term's ``param`` to its int64 weights (within ``weight_bits``); ``biases`` each
     neuron layer / readout to its int64 bias, per channel ``(C,)`` or per neuron ``(C, H, W)``;
-    ``delta_t`` each layer to its shift (0 for the readout); ``scales`` each layer to its activation
+    ``delta_t`` each layer to its shift, an int or one per output channel (0 for the readout: the logits are
+    its sums); ``scales`` each layer to its activation
     (neurons) or logit (readout) scale, for reference. ``qann_spec`` / ``qann_state`` hold the float QANN
     it was converted from (``QANN.from_snn`` rebuilds it) and ``metadata`` what made it (model,
     dataset, source weights and their sha256, the configuration). Run it with :func:`radixsnn.run`.
@@ -58,7 +59,7 @@ class IntegerSNN:
     input_bits: int
     weights: dict[str, torch.Tensor]  # term param -> int64
     biases: dict[str, torch.Tensor]  # node -> int64, (C,) or (C, H, W)
-    delta_t: dict[str, int]  # neuron node -> dT (0 for the readout)
+    delta_t: dict[str, int | list[int]]  # layer -> dT, or one dT per output channel (0 for the readout)
     scales: dict[str, torch.Tensor]  # neuron -> activation scale; output -> logit scale
     qann_spec: dict | None = None
     qann_state: dict[str, torch.Tensor] | None = None
@@ -110,10 +111,21 @@ class IntegerSNN:
                 bad(f"layer {node.name}: its sums can exceed 2^53, beyond exact integer arithmetic")
             dt = self.delta_t[node.name]
             longest = max(self.train_length(t.src) for t in node.terms)
-            if not isinstance(dt, int) or isinstance(dt, bool) or not 0 <= dt <= MAX_DELTA_T:
-                bad(f"dT of {node.name} must be an integer in 0..{MAX_DELTA_T}, got {dt!r}")
-            if node.kind == "output" and dt != 0 or node.kind == "neuron" and dt < longest - self.time_steps:
-                bad(f"dT of {node.name} ({dt}) does not fit its {longest}-step inputs")
+            shifts = dt if isinstance(dt, list) and node.kind == "neuron" and len(dt) == node.channels else [dt]
+            for d in shifts:
+                if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d <= MAX_DELTA_T:
+                    bad(f"dT of {node.name} must be an integer in 0..{MAX_DELTA_T} or {node.channels} of them, got {d!r}")
+                if node.kind == "output" and d != 0 or node.kind == "neuron" and d < longest - self.time_steps:
+                    bad(f"dT of {node.name} ({d}) does not fit its {longest}-step inputs")
+
+    def shift(self, name: str, device="cpu") -> int | torch.Tensor:
+        """The shift of layer ``name``: an int, or an int64 tensor of one per output channel shaped to
+        broadcast against the layer's sums."""
+        dt = self.delta_t[name]
+        if isinstance(dt, int):
+            return dt
+        node = self.graph[name]
+        return torch.tensor(dt, dtype=torch.int64, device=device).view(-1, *([1] * (len(node.shape) - 1)))
 
     def train_length(self, name: str) -> int:
         """Steps of the trains a spiking node emits: ``input_bits`` for the pixels, ``T`` otherwise."""
@@ -272,9 +284,10 @@ def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerS
     if (spec is None) != (state is None):
         raise SNNFileError("the QANN's description and its tensors must come together")
     if spec is not None:
-        if set(spec) != {"graph", "time_steps", "weight_bits", "input_bits", "act_scale"} or spec["graph"] != header["graph"] \
+        keys = {"graph", "time_steps", "weight_bits", "input_bits", "act_scale"}
+        if not keys <= set(spec) <= keys | {"shift"} or spec["graph"] != header["graph"] \
                 or [spec[k] for k in ("time_steps", "weight_bits", "input_bits")] != [header[k] for k in ("time_steps", "weight_bits", "input_bits")] \
-                or spec["act_scale"] not in ("layer", "channel"):
+                or spec["act_scale"] not in ("layer", "channel") or spec.get("shift", "layer") not in ("layer", "channel"):
             raise SNNFileError("the stored QANN does not describe this SNN")
         if any(not v.dtype.is_floating_point or not bool(torch.isfinite(v).all()) for v in state.values()):
             raise SNNFileError("the stored QANN's tensors must be finite floats")

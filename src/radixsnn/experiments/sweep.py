@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
+from radixsnn.core.qann import DEFAULT_ACT_SCALE, DEFAULT_SHIFT
 from radixsnn.core.quant import ActQuant, WeightQuant
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
@@ -58,6 +59,8 @@ def sweep(
     seed: int = 0,
     mean=None,
     std=None,
+    act_scale: str = DEFAULT_ACT_SCALE,
+    shift: str = DEFAULT_SHIFT,
 ) -> list[dict]:
     """One row per (weight bits, T, mode): accuracy, QANN agreement, operations and efficiency.
 
@@ -87,7 +90,8 @@ def sweep(
     for bits, steps in bar:
         bar.set_postfix(bits=bits, T=steps)
         start = time.perf_counter()
-        qann = quantize(model, steps, weight_bits=bits, input_shape=tuple(images.shape[1:]), mean=mean, std=std)
+        qann = quantize(model, steps, weight_bits=bits, input_shape=tuple(images.shape[1:]), mean=mean, std=std,
+                        act_scale=act_scale, shift=shift)
         qann.calibrate(calib_images, method=calib, progress=False)
         modes = [("post-training", 0)] + ([("fine-tuned", finetune_steps)] if finetune_steps else [])
         for mode, n_steps in modes:

@@ -14,24 +14,28 @@ from radixsnn.models.registry import register_model
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    """Two 3x3 conv + BN, a 1x1 conv + BN ("option B") shortcut where the shape changes.
+
+    ``shortcut`` names the shortcut's parameters: ``shortcut`` (kuangliu/pytorch-cifar) or ``downsample``
+    (torchvision and chenyaofo/pytorch-cifar-models), so both families' checkpoints load as they are.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, shortcut: str = "shortcut"):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut_name = shortcut
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
+            setattr(self, shortcut, nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)))
         else:
-            self.shortcut = nn.Identity()
+            setattr(self, shortcut, nn.Identity())
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        out = out + self.shortcut(x)
+        out = out + getattr(self, self.shortcut_name)(x)
         return F.relu(out)
 
 

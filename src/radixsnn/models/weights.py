@@ -89,9 +89,10 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             "weights", f"file {path} does not fit this model: {len(missing)} missing keys (e.g. {missing[:3]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
-    for key, value in state.items():
-        if own[key].shape != value.shape:
-            raise ConfigError("weights", f"file {path}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in state.items() if own[k].shape != v.shape]
+    if wrong:
+        raise ConfigError("weights", f"file {path} does not fit this model: {len(wrong)} tensors of another shape, "
+                                     f"e.g. {', '.join(wrong[:3])}")
     model.load_state_dict(state)
     return model
 

@@ -20,12 +20,12 @@ from tqdm import tqdm
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.inputs import normalize
-from radixsnn.core.qann import ACT_SCALES, QANN
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, QANN, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data.datasets import load_dataset, num_classes
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
-from radixsnn.models import create_model, list_models
+from radixsnn.models import load_model
 from radixsnn.models.weights import file_sha256
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
 from radixsnn.training.runtime import Runtime, start_runtime, stop_runtime
@@ -36,12 +36,17 @@ from radixsnn.training.trainer import TrainConfig, Trainer, pixels_as_float
 #: The options of a fine-tuning run and their defaults (``radixsnn finetune`` shows these).
 FINETUNE_DEFAULTS = {
     "model": None,
+    "model_args": None,
+    "mean": None,
+    "std": None,
+    "input_shape": None,
     "weights": None,
     "dataset": "cifar10",
     "time_steps": None,
     "weight_bits": 8,
     "input_bits": 8,
-    "act_scale": "channel",
+    "act_scale": DEFAULT_ACT_SCALE,
+    "shift": DEFAULT_SHIFT,
     "calib": "mse",
     "calib_images": 1024,
     "epochs": 3,
@@ -125,7 +130,11 @@ def calibrated_qann(float_model: nn.Module, config: dict, train_images: torch.Te
                     progress: bool = True) -> QANN:
     """The calibrated QANN of the float network (the starting point of fine-tuning), from ``config``."""
     qann = quantize(float_model, config["time_steps"], weight_bits=config["weight_bits"],
-                    input_bits=config["input_bits"], act_scale=config["act_scale"])
+                    input_bits=config["input_bits"], act_scale=config["act_scale"], shift=config.get("shift", "layer"))
+    classes = num_classes(config["dataset"])
+    if qann.graph.output.channels != classes or qann.graph.input.shape != list(train_images.shape[1:]):
+        raise ConfigError("dataset", f"{config['dataset']} ({classes} classes, images {list(train_images.shape[1:])}) does "
+                                     f"not fit a model with {qann.graph.output.channels} outputs and inputs {qann.graph.input.shape}")
     if config["calib_images"] < 1:
         raise ConfigError("calib_images", f"must be at least 1, got {config['calib_images']}")
     draw = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(config["seed"]))
@@ -165,13 +174,13 @@ def finetune_run(
         for key in ("model", "weights", "time_steps"):
             if config[key] is None:
                 raise ConfigError(key, "is required for a new run")
-        if config["model"] not in list_models():
-            raise ConfigError("model", f"{config['model']!r} is unknown; choose one of: {', '.join(list_models())}")
         ActQuant(config["time_steps"])
         WeightQuant(config["weight_bits"])
         Calibration.parse(config["calib"])
         if config["act_scale"] not in ACT_SCALES:
             raise ConfigError("act_scale", f"must be one of {', '.join(ACT_SCALES)}, got {config['act_scale']!r}")
+        if config.get("shift", "layer") not in SHIFTS:
+            raise ConfigError("shift", f"must be one of {', '.join(SHIFTS)}, got {config['shift']!r}")
         if not isinstance(config["input_bits"], int) or not 1 <= config["input_bits"] <= 8:
             raise ConfigError("input_bits", f"must be an integer in 1..8, got {config['input_bits']!r}")
         if config["lr"] is None:
@@ -182,8 +191,9 @@ def finetune_run(
         # unless it distils.
         float_model = None
         if state is None or Path(config["weights"]).is_file():
-            float_model = create_model(config["model"], num_classes=num_classes(config["dataset"]),
-                                       weights=config["weights"])
+            float_model = load_model(config["model"], model_args=config["model_args"], num_classes=num_classes(config["dataset"]),
+                                     weights=config["weights"], mean=config["mean"], std=config["std"],
+                                     input_shape=config["input_shape"])
         train_loader, test_loader = make_loaders(config, runtime, data_dir, download)
         seed_everything(config["seed"])
         if state is None:
