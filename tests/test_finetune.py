@@ -54,7 +54,8 @@ def test_finetune_pretrained_resnet20_converts_and_matches_exactly(tmp_path, cif
     meta = json.loads((out / "last.json").read_text())
     assert meta["kind"] == "qann" and meta["epoch"] == 1 and meta["config"]["lr"] == 1e-3
     assert meta["config"]["clip_grad"] == 1.0 and meta["calibrated"]["test_images"] == 32
-    assert meta["config"]["distill"] == 1.0 and meta["config"]["act_scale"] == "channel"
+    assert meta["config"]["distill"] == 1.0 and meta["config"]["act_scale"] == "auto"
+    assert snn.qann_spec["act_scale"] == "channel"  # auto at T = 3 < 8 weight bits
     assert meta["config"]["schedule"] == "cosine" and meta["metrics"]["train_images"] == 64
 
     # Fine-tuning moved the parameters away from the calibrated starting point (same calibration draw).
@@ -209,7 +210,7 @@ def test_finetune_with_distillation_changes_the_result(tmp_path, digits_float):
     assert main(["finetune", "--out", str(tmp_path / "kd"), *common]) == 0  # distillation is the default
     assert json.loads((tmp_path / "ce" / "last.json").read_text())["config"]["distill"] == 0.0
     meta = json.loads((tmp_path / "kd" / "last.json").read_text())
-    assert meta["config"]["distill"] == 1.0 and meta["config"]["act_scale"] == "channel"
+    assert meta["config"]["distill"] == 1.0 and meta["config"]["act_scale"] == "auto"
     assert json.loads((tmp_path / "kd" / "eval.json").read_text())["agreement"] == 1.0
     a, b = tensors(tmp_path / "ce" / "last.safetensors"), tensors(tmp_path / "kd" / "last.safetensors")
     assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -27,7 +27,7 @@ def register(sub) -> None:
     p.add_argument("--input-bits", type=int, default=8,
                    help="pixel train length: 8 = exact uint8 pixels (default), fewer = the top bits only")
     p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
-                   help=f"one activation scale per output channel or per layer (default {DEFAULT_ACT_SCALE})")
+                   help=f"one activation scale per output channel or per layer; auto = per channel when T < weight bits, else per layer (default {DEFAULT_ACT_SCALE})")
     p.add_argument("--shift", choices=SHIFTS, default=DEFAULT_SHIFT,
                    help="one shift dT per output channel, each neuron's train delayed to keep the layer's aligned, "
                    f"or one per layer (default {DEFAULT_SHIFT})")

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--input-bits", type=int, help=f"pixel train length, 8 = exact pixels (default {FINETUNE_DEFAULTS['input_bits']})")
     p.add_argument(
         "--act-scale", choices=ACT_SCALES,
-        help=f"one activation scale per output channel or per layer (default {FINETUNE_DEFAULTS['act_scale']})",
+        help=f"one activation scale per output channel or per layer; auto = per channel when T < weight bits, else per layer (default {FINETUNE_DEFAULTS['act_scale']})",
     )
     p.add_argument("--shift", choices=SHIFTS, help=f"one shift dT per output channel or per layer (default {FINETUNE_DEFAULTS['shift']})")
     p.add_argument("--calib", help="calibration before fine-tuning: 'mse' (default) or 'percentile:P'")

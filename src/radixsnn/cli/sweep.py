@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     p.add_argument("--weight-bits", type=int_list, default=[8, 3], help="weight widths (default 8,3)")
     p.add_argument("--calib", default="mse", help="activation calibration: 'mse' (default) or 'percentile:P'")
     p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
-                   help=f"one activation scale per output channel or per layer (default {DEFAULT_ACT_SCALE})")
+                   help=f"one activation scale per output channel or per layer; auto = per channel when T < weight bits, else per layer (default {DEFAULT_ACT_SCALE})")
     p.add_argument("--shift", choices=SHIFTS, default=DEFAULT_SHIFT,
                    help=f"one shift dT per output channel or per layer (default {DEFAULT_SHIFT})")
     p.add_argument("--calib-images", type=positive_int, default=1024, help="training images for calibration (default 1024)")

@@ -38,7 +38,8 @@ def quantize(
 ) -> QANN:
     """The QANN of ``model`` with ``time_steps``-bit activations and ``weight_bits``-bit weights.
 
-    ``act_scale`` is ``"channel"`` (one activation scale per output channel) or ``"layer"``; ``shift="channel"``
+    ``act_scale`` is ``"channel"`` (one activation scale per output channel), ``"layer"`` or ``"auto"``
+    (per channel when ``time_steps < weight_bits``, see :func:`~radixsnn.core.qann.resolve_act_scale`); ``shift="channel"``
     gives every output channel its own shift ``dT`` (its weights use their whole b-bit range; the neurons'
     trains are delayed to stay aligned), ``"layer"`` one shift per layer.
     Traced with torch.fx; ``model`` is not modified. ``mean`` / ``std`` (the input normalization, per

@@ -37,13 +37,31 @@ from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant,
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError, RadixSNNError, SNNFileError
 
-#: One activation scale per layer, or one per output channel.
-ACT_SCALES = ("channel", "layer")
+#: One activation scale per output channel, one per layer, or ``"auto"`` (:func:`resolve_act_scale`).
+ACT_SCALES = ("auto", "channel", "layer")
 #: One shift ``dT`` per output channel (each neuron drains its own number of steps), or one per layer.
 SHIFTS = ("channel", "layer")
 #: The defaults (measured against the per-layer choices in docs/results.md).
-DEFAULT_ACT_SCALE = "channel"
+DEFAULT_ACT_SCALE = "auto"
 DEFAULT_SHIFT = "channel"
+
+
+def resolve_act_scale(act_scale: str, time_steps: int, weight_bits: int) -> str:
+    """``"channel"`` or ``"layer"``: ``"auto"`` means per channel while the activations are narrower than
+    the weights (``time_steps < weight_bits``), per layer otherwise.
+
+    A per-channel scale stretches a channel of small activations over all ``2^T`` levels and shrinks the
+    integer weights that read it by the same factor: it moves precision from the weights to the
+    activations, which pays while the activations are the narrower side.
+
+    >>> resolve_act_scale("auto", 4, 8), resolve_act_scale("auto", 8, 8), resolve_act_scale("layer", 2, 8)
+    ('channel', 'layer', 'layer')
+    """
+    if act_scale not in ACT_SCALES:
+        raise ConfigError("act_scale", f"must be one of {', '.join(ACT_SCALES)}, got {act_scale!r}")
+    if act_scale != "auto":
+        return act_scale
+    return "channel" if time_steps < weight_bits else "layer"
 
 
 def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
@@ -57,7 +75,7 @@ class QANN(nn.Module):
 
     Parameters: the float (BatchNorm-folded) weight of every synapse term (``weights``), the float bias of
     every layer (``biases``) and the activation scale of every neuron layer (``scales``, one per layer or,
-    with ``act_scale="channel"``, per output channel). Its forward pass takes pixels (uint8, or float
+    with ``act_scale="channel"``, per output channel; ``"auto"`` picks one of the two, :func:`resolve_act_scale`). Its forward pass takes pixels (uint8, or float
     0..255 during training) and returns float logits; :meth:`integer_logits` gives the exact integers the
     SNN computes; :meth:`to_snn` converts it. Build one with :func:`radixsnn.quantize`.
     """
@@ -65,8 +83,6 @@ class QANN(nn.Module):
     def __init__(self, graph: Graph, time_steps: int, weight_bits: int = 8, input_bits: int = 8,
                  act_scale: str = DEFAULT_ACT_SCALE, shift: str = DEFAULT_SHIFT):
         super().__init__()
-        if act_scale not in ACT_SCALES:
-            raise ConfigError("act_scale", f"must be 'layer' or 'channel', got {act_scale!r}")
         if shift not in SHIFTS:
             raise ConfigError("shift", f"must be 'channel' or 'layer', got {shift!r}")
         self.shift = shift
@@ -76,7 +92,7 @@ class QANN(nn.Module):
         self.act = ActQuant(time_steps)
         self.wq = WeightQuant(weight_bits)
         self.input_bits = int(input_bits)
-        self.act_scale = act_scale
+        self.act_scale = act_scale = resolve_act_scale(act_scale, time_steps, weight_bits)
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         self.scales = nn.ParameterDict()
