@@ -145,6 +145,30 @@ def test_engines_equal_qann(name, T, input_bits, act_scale):
     assert spikes.spikes["input"] > 0
 
 
+def test_exact_sums_pick_float32_only_below_2_24():
+    """Both engines and the QANN's exact mode compute in float32 only where no partial sum can reach 2^24;
+    16-bit weights on 12-bit activations overflow that bound and run in float64, still exactly."""
+    from radixsnn.core.graph import exact_dtype, peak_input
+
+    assert exact_dtype((1 << 24) - 1, "cpu") == torch.float32
+    assert exact_dtype(1 << 24, "cpu") == torch.float64 and exact_dtype(1, "cuda") == torch.float64
+    torch.manual_seed(4)
+    model = randomize_bn(Residual())
+    wide = {}
+    for T, bits in [(4, 8), (12, 16)]:
+        qann = quantize(model, T, weight_bits=bits, input_shape=(3, 16, 16), **NORM)
+        qann.calibrate(images(32, seed=1), progress=False)
+        snn = qann.to_snn()
+        peaks = [int(snn.biases[n.name].abs().max()) + peak_input(
+            snn.graph, n, [snn.weights[t.param] for t in n.terms], lambda s: (1 << snn.train_length(s)) - 1)
+            for n in snn.graph.layers]
+        wide[T] = max(peaks) >= 1 << 24
+        x = images(16, seed=3)
+        assert torch.equal(run_integer(snn, x).logits, qann.integer_logits(x))
+        assert torch.equal(run_spikes(snn, x).logits, qann.integer_logits(x))
+    assert wide == {4: False, 12: True}
+
+
 def test_qann_float32_training_forward_matches_exact():
     torch.manual_seed(3)
     model = randomize_bn(Residual())

@@ -18,16 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from radixsnn.core.coding import radix_encode
-from radixsnn.core.graph import Node, synapse, walk
+from radixsnn.core.graph import Node, exact_dtype, peak_input, synapse, walk
 from radixsnn.core.inputs import pixel_integers
 from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError
 
 ENGINES = ("spikes", "integer")
-_F32_EXACT = 1 << 24
-
-
 @dataclass
 class EngineResult:
     """What an engine computed for a batch of images.
@@ -73,23 +70,13 @@ def _check_images(snn: IntegerSNN, images: torch.Tensor) -> None:
 def _peak_current(snn: IntegerSNN, node: Node, spikes: bool) -> int:
     """Largest ``|synaptic input|`` of any neuron of ``node`` in one step (``spikes``: 0/1 inputs) or in
     one integer pass (inputs up to ``2^T_src - 1``), from the weights."""
-    total = 0
-    for t in node.terms:
-        w = snn.weights[t.param]
-        per_out = int(w.abs().reshape(w.shape[0], -1).sum(1).max()) if w.dim() > 1 else int(w.abs().max())
-        if t.op == "linear" and t.attrs["mode"] == "sumpool":
-            src = snn.graph[t.src].shape
-            per_out *= src[1] * src[2]
-        total += per_out * (1 if spikes else (1 << snn.train_length(t.src)) - 1)
-    return total
+    weights = [snn.weights[t.param] for t in node.terms]
+    return peak_input(snn.graph, node, weights, lambda src: 1 if spikes else (1 << snn.train_length(src)) - 1)
 
 
 def _carrier(snn: IntegerSNN, node: Node, device) -> torch.dtype:
     """float32 when every partial sum of the layer, bias included, is provably below 2^24 (on CPU)."""
-    if device.type != "cpu":
-        return torch.float64
-    bound = int(snn.biases[node.name].abs().max()) + _peak_current(snn, node, spikes=False)
-    return torch.float32 if bound < _F32_EXACT else torch.float64
+    return exact_dtype(int(snn.biases[node.name].abs().max()) + _peak_current(snn, node, spikes=False), device)
 
 
 def _state_dtype(snn: IntegerSNN, node: Node) -> torch.dtype:

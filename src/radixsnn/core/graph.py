@@ -368,6 +368,30 @@ def synapse(term: Term, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     raise ConfigError("term", f"has an unknown synapse op {term.op!r}")
 
 
+#: float32 adds, multiplies and convolves integers exactly while every partial sum stays below 2^24.
+F32_EXACT = 1 << 24
+
+
+def peak_input(graph: "Graph", node: Node, weights, source_peak) -> int:
+    """Largest ``|sum of node's synapse terms|`` of any of its neurons, from the integer ``weights`` (one
+    per term) when every value of source ``s`` lies in ``[0, source_peak(s)]``.
+    """
+    total = 0
+    for t, w in zip(node.terms, weights):
+        per_out = int(w.abs().reshape(w.shape[0], -1).sum(1).max()) if w.dim() > 1 else int(w.abs().max())
+        if t.op == "linear" and t.attrs["mode"] == "sumpool":
+            src = graph[t.src].shape
+            per_out *= src[1] * src[2]
+        total += per_out * int(source_peak(t.src))
+    return total
+
+
+def exact_dtype(bound: int, device) -> torch.dtype:
+    """float32 when integer sums bounded by ``bound`` are exact in it (on CPU), float64 otherwise (always
+    on CUDA, where TF32 and FFT convolution algorithms could round)."""
+    return torch.float32 if torch.device(device).type == "cpu" and bound < F32_EXACT else torch.float64
+
+
 def input_channel_index(term: Term, src_shape: list[int]) -> torch.Tensor:
     """For each weight element's input axis, the source channel it reads (to apply per-channel scales).
 

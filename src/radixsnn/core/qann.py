@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from radixsnn.core.graph import Graph, Node, input_channel_index, output_channel_view, synapse, walk
+from radixsnn.core.graph import Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, synapse, walk
 from radixsnn.core.inputs import input_affine, normalize, pixel_integers
 from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant, round_ste, rounding_offset
 from radixsnn.core.snn import IntegerSNN
@@ -253,19 +253,26 @@ class QANN(nn.Module):
         return pixel_integers(x, self.input_bits, dtype)
 
     def forward(self, x: torch.Tensor, exact: bool = False) -> torch.Tensor:
-        """Float logits ``delta * integer logits`` (``exact=True``: float64 integer logits, no scale)."""
-        dtype = torch.float64 if exact else torch.float32
+        """Float logits ``delta * integer logits`` (``exact=True``: float64 integer logits, no scale).
+
+        Exact sums run in float32 where every partial sum is provably below 2^24 (on CPU), else in float64.
+        """
 
         def layer(node: Node, values: dict) -> torch.Tensor:
             weights, beta, dt, scale = self.layer_integers(node)
+            dtype = torch.float32
+            if exact:
+                peak = peak_input(self.graph, node, [w.detach() for w in weights],
+                                  lambda src: (1 << self._train_length(src)) - 1)
+                dtype = exact_dtype(int(beta.detach().abs().max()) + peak, beta.device)
             acc = beta.to(dtype)
             for t, w in zip(node.terms, weights):
-                acc = acc + synapse(t, values[t.src], w.to(dtype))
+                acc = acc + synapse(t, values[t.src].to(dtype), w.to(dtype))
             if node.kind == "output":
-                return acc if exact else acc * scale.to(dtype)
+                return acc.double() if exact else acc * scale.to(dtype)
             return self.act.from_sum(acc, dt)
 
-        return walk(self.graph, self.quantize_input(x, dtype), layer, _maxpool)
+        return walk(self.graph, self.quantize_input(x, torch.float64 if exact else torch.float32), layer, _maxpool)
 
     @torch.no_grad()
     def integer_logits(self, x: torch.Tensor) -> torch.Tensor:
