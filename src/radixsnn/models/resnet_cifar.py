@@ -43,7 +43,11 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, num_blocks: int, num_classes: int = 10):
+    """A 16-channel stem, three stages of ``num_blocks`` blocks (16, 32, 64 channels), global average
+    pooling and a linear classifier named ``classifier``; ``block(in_planes, planes, stride)`` makes a block
+    (this module's option-A :class:`BasicBlock` by default)."""
+
+    def __init__(self, num_blocks: int, num_classes: int = 10, block=BasicBlock, classifier: str = "linear"):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -51,11 +55,12 @@ class CifarResNet(nn.Module):
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             blocks = []
             for i in range(num_blocks):
-                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                blocks.append(block(in_planes, planes, stride if i == 0 else 1))
                 in_planes = planes
             layers.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = layers
-        self.linear = nn.Linear(64, num_classes)
+        self.classifier_name = classifier
+        setattr(self, classifier, nn.Linear(64, num_classes))
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
@@ -64,7 +69,7 @@ class CifarResNet(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.linear(out)
+        return getattr(self, self.classifier_name)(out)
 
 
 for _depth in (20, 32, 44, 56):

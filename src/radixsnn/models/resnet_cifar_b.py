@@ -8,11 +8,13 @@ their own input normalization: ``cifar10_resnet20`` normalizes with CIFAR-10 sta
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn as nn
-import torch.nn.functional as F
 
 from radixsnn.models.registry import register_model
 from radixsnn.models.resnet18 import BasicBlock
+from radixsnn.models.resnet_cifar import CifarResNet
 
 NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
@@ -20,29 +22,16 @@ NORMALIZATION = {
 }
 
 
-class CifarResNetB(nn.Module):
+class CifarResNetB(CifarResNet):
+    """:class:`~radixsnn.models.resnet_cifar.CifarResNet` with option-B blocks, the classifier ``fc`` and the
+    upstream initialization (He fan-out for convolutions, PyTorch's default for the classifier)."""
+
     def __init__(self, num_blocks: int, num_classes: int = 10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
-        layers, in_planes = [], 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
-            blocks = []
-            for i in range(num_blocks):
-                blocks.append(BasicBlock(in_planes, planes, stride if i == 0 else 1, shortcut="downsample"))
-                in_planes = planes
-            layers.append(nn.Sequential(*blocks))
-        self.layer1, self.layer2, self.layer3 = layers
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(64, num_classes)
+        super().__init__(num_blocks, num_classes, block=partial(BasicBlock, shortcut="downsample"), classifier="fc")
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer3(self.layer2(self.layer1(out)))
-        return self.fc(self.avgpool(out).flatten(1))
+        self.fc.reset_parameters()
 
 
 for _dataset, (_mean, _std) in NORMALIZATION.items():
