@@ -128,8 +128,21 @@ def test_finetune_option_errors(tmp_path, capsys):
         "--dataset", "digits", "--train-subset", "8", "--out", str(tmp_path / "b"),
     ]) == 2
     assert "weights file not found" in capsys.readouterr().err
-    # quantized networks train in float32 only: --amp is not an option of finetune
-    assert main(["finetune", "--amp", "--model", "resnet20", "--out", str(tmp_path / "c")]) == 2
+    assert main(["finetune", "--amp", "fp16", "--device", "cpu", "--model", "resnet20", "--weights", "x.th",
+                 "--time-steps", "2", "--out", str(tmp_path / "c")]) == 2
+    assert "--amp fp16 needs a CUDA device" in capsys.readouterr().err
+
+
+def test_bf16_finetuning_keeps_the_snn_exact(tmp_path):
+    """bf16 autocast of the training passes: the converted SNN still equals its QANN bit for bit."""
+    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+    tiny = ["--dataset", "digits", "--epochs", "1", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8", "--no-progress"]
+    assert main(["train", "--model", "resnet20", "--out", str(tmp_path / "float"), *tiny]) == 0
+    assert main(["finetune", "--model", "resnet20", "--weights", str(tmp_path / "float" / "last.safetensors"),
+                 "--time-steps", "3", "--calib-images", "8", "--eval-images", "8", "--engine", "spikes",
+                 "--device", "cpu", "--amp", "bf16", "--out", str(tmp_path / "t3"), *tiny]) == 0
+    assert json.loads((tmp_path / "t3" / "last.json").read_text())["amp"] == "bf16"
+    assert json.loads((tmp_path / "t3" / "eval.json").read_text())["agreement"] == 1.0
 
 
 # --------------------------------------------------------------------------- demo

@@ -46,7 +46,7 @@ def assert_same_tensors(a: Path, b: Path) -> None:
 def history(out: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock field."""
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "train_seconds")} for line in lines]
 
 
 # --------------------------------------------------------------------------- every model
@@ -138,8 +138,8 @@ def test_existing_run_needs_resume(tmp_path, capsys):
 # --------------------------------------------------------------------------- options
 def test_amp_and_unknown_devices_give_clear_errors(tmp_path, capsys):
     base = ["--model", "resnet20", "--epochs", "1", "--limit-batches", "1"]
-    assert train(tmp_path / "a", *base, "--device", "cpu", "--amp") == 2
-    assert "--amp needs a CUDA device" in capsys.readouterr().err
+    assert train(tmp_path / "a", *base, "--device", "cpu", "--amp", "fp16") == 2
+    assert "--amp fp16 needs a CUDA device" in capsys.readouterr().err
     assert train(tmp_path / "b", *base, "--device", "tpu") == 2
     assert "--device 'tpu'" in capsys.readouterr().err
     if not torch.cuda.is_available():
@@ -196,3 +196,24 @@ def test_clip_grad_bounds_the_first_update(tmp_path):
     change = torch.sqrt(sum(((p - start[n]) ** 2).sum() for n, p in trained.named_parameters()))
     assert 0 < float(change.detach()) <= 0.5 * 0.001 * (1 + 1e-5)
     assert load_run(out / "last").meta["config"]["clip_grad"] == 0.001
+
+
+def test_bf16_autocast_trains_on_the_cpu_and_is_recorded(tmp_path):
+    """`--amp` (bf16) runs on the CPU: training passes autocast, channels_last; evaluation in float32."""
+    assert train(tmp_path / "bf16", "--model", "resnet20", "--epochs", "1", "--device", "cpu", "--amp") == 0
+    meta = json.loads((tmp_path / "bf16" / "last.json").read_text())
+    assert meta["amp"] == "bf16" and 0 <= meta["metrics"]["test_acc"] <= 100
+    assert all(t.dtype == torch.float32 for t in tensors(tmp_path / "bf16" / "last.safetensors").values()
+               if t.is_floating_point())
+
+
+def test_mixup_blends_images_and_is_recorded(tmp_path, capsys):
+    base = ["--model", "resnet20", "--epochs", "1", "--device", "cpu"]
+    assert train(tmp_path / "plain", *base) == 0
+    assert train(tmp_path / "mixup", *base, "--mixup", "0.4") == 0
+    assert json.loads((tmp_path / "mixup" / "last.json").read_text())["config"]["mixup"] == 0.4
+    a, b = tensors(tmp_path / "plain" / "last.safetensors"), tensors(tmp_path / "mixup" / "last.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    for bad in ("-1", "nan"):
+        assert train(tmp_path / f"bad{bad}", *base, "--mixup", bad) == 2
+        assert "--mixup" in capsys.readouterr().err

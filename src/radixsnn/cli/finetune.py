@@ -47,7 +47,7 @@ def register(subparsers) -> None:
         help="weight of knowledge distillation from the float network: loss = (1-D) cross-entropy + "
         f"D KL(float || QANN), 0 = plain cross-entropy (default {FINETUNE_DEFAULTS['distill']})",
     )
-    add_runtime_options(p, amp=False)
+    add_runtime_options(p)
     p.add_argument("--engine", choices=ENGINES, default="spikes", help="engine of the final SNN evaluation (default spikes)")
     p.add_argument("--eval-images", type=positive_int, metavar="N", help="final SNN evaluation on the first N test images (default all)")
     p.set_defaults(func=run)
@@ -56,5 +56,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     config, given = run_config(args, FINETUNE_DEFAULTS)
     finetune_run(config, args.out, given=given, resume=args.resume, data_dir=args.data_dir, download=args.download,
-                 device=args.device, engine=args.engine, eval_images=args.eval_images, progress=not args.no_progress)
+                 device=args.device, engine=args.engine, eval_images=args.eval_images, amp=args.amp,
+                 progress=not args.no_progress)
     return 0

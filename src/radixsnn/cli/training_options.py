@@ -37,25 +37,25 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict, lr_default:
         help=f"clip the gradients' global L2 norm to NORM before each step, 0 = off (default {clip})",
     )
     parser.add_argument("--label-smoothing", type=below_one, help=f"label smoothing of the training loss (default {d['label_smoothing']})")
+    parser.add_argument("--mixup", type=nonnegative_float, metavar="ALPHA",
+                        help="mixup: train on blends lam x + (1 - lam) x' of two images of the batch, lam ~ Beta(ALPHA, ALPHA), "
+                        f"with the loss of both labels (or the teacher's output on the blend) mixed by lam; 0 = off (default {d['mixup']})")
     parser.add_argument("--seed", type=nonnegative_int, help=f"seed of initialisation, data order and augmentation (default {d['seed']})")
     parser.add_argument("--train-subset", type=positive_int, metavar="N", help="train on the first N training images only (default all)")
     parser.add_argument("--test-subset", type=positive_int, metavar="N", help="evaluate on the first N test images only (default all)")
     parser.add_argument("--limit-batches", type=positive_int, metavar="N", help="stop each epoch's training and evaluation after N batches (smoke tests)")
 
 
-def add_runtime_options(parser: argparse.ArgumentParser, amp: bool = True) -> None:
-    """Options that change where and how a run executes, never what it computes (on the CPU).
-
-    ``amp=False`` leaves out ``--amp`` (quantized networks need exact float32 integer arithmetic).
-    """
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """Options that change where and how a run executes; ``--amp`` also the precision of its training passes."""
     parser.add_argument("--out", required=True, help="output folder: checkpoints last.*/best.*, metrics.jsonl")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (a new run if there is none)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:INDEX (default auto)")
-    if amp:
-        parser.add_argument(
-            "--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), default=None,
-            help="mixed precision on CUDA: autocast to bf16 (plain --amp) or fp16 with loss scaling",
-        )
+    parser.add_argument(
+        "--amp", nargs="?", const="bf16", choices=("bf16", "fp16"), default=None,
+        help="mixed precision of the training passes: autocast to bf16 (plain --amp; CUDA, or a CPU, where "
+        "evaluation stays float32) or fp16 with loss scaling (CUDA only); default float32",
+    )
     parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
     parser.add_argument("--download", action="store_true", help="download the official CIFAR archive if the data is missing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)")

@@ -11,7 +11,7 @@ from radixsnn.errors import ConfigError
 from radixsnn.models import create_model, list_models, model_config
 from radixsnn.outputs import check_folder
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
-from radixsnn.training.runtime import start_runtime, stop_runtime, use_channels_last
+from radixsnn.training.runtime import check_amp, start_runtime, stop_runtime, use_channels_last
 from radixsnn.training.trainer import Trainer
 
 #: The options of a float training run and their defaults (``radixsnn train`` shows these).
@@ -26,6 +26,7 @@ TRAIN_DEFAULTS = {
     "schedule": "step",
     "step_epochs": 30,
     "label_smoothing": 0.0,
+    "mixup": 0.0,
     "clip_grad": None,
     "seed": 0,
     "train_subset": None,
@@ -57,6 +58,7 @@ def train_run(
     out = check_folder(out_dir, "out")
     runtime = start_runtime(device)
     try:
+        check_amp(amp, runtime.device)
         config, state = open_run(out, config, given, resume=resume, kind="float", announce=runtime.is_main)
         if config["model"] is None:
             raise ConfigError("model", "is required for a new run")
@@ -79,7 +81,7 @@ def train_run(
         trainer = Trainer(
             model, tc, runtime, out,
             train_loader=train_loader, test_loader=test_loader, preprocess=partial(normalize, mean=cfg.mean, std=cfg.std),
-            meta=meta, amp=amp, channels_last=use_channels_last(runtime), progress=progress,
+            meta=meta, amp=amp, channels_last=use_channels_last(runtime, amp), progress=progress,
         )
         if state is not None:
             trainer.restore(state)

@@ -28,7 +28,7 @@ from radixsnn.errors import ConfigError
 from radixsnn.models import load_model
 from radixsnn.models.weights import file_sha256
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
-from radixsnn.training.runtime import Runtime, start_runtime, stop_runtime
+from radixsnn.training.runtime import Runtime, check_amp, start_runtime, stop_runtime
 from radixsnn.outputs import check_folder, write_json
 from radixsnn.training.state import RunState, code_version
 from radixsnn.training.trainer import TrainConfig, Trainer, pixels_as_float
@@ -57,6 +57,7 @@ FINETUNE_DEFAULTS = {
     "schedule": "cosine",
     "step_epochs": 30,
     "label_smoothing": 0.0,
+    "mixup": 0.0,
     "clip_grad": 1.0,
     "distill": 1.0,
     "seed": 0,
@@ -92,6 +93,7 @@ def finetune(
     out_dir: str | Path | None = None,
     meta: dict | None = None,
     state: RunState | None = None,
+    amp: str | None = None,
     progress: bool = True,
     progress_lines: bool = True,
 ) -> Trainer:
@@ -100,7 +102,9 @@ def finetune(
     The QANN's forward pass quantizes with straight-through gradients, so ordinary (cross-entropy or
     distillation, ``config.distill``) training adjusts weights, biases and activation scales. With
     ``test_loader`` the calibrated QANN is evaluated first (``meta["calibrated"]``) and every epoch after;
-    with ``out_dir`` checkpoints are written there, and ``state`` resumes from one. Returns the trainer
+    with ``out_dir`` checkpoints are written there, and ``state`` resumes from one. ``amp="bf16"``
+    autocasts the training passes (the integer weights and activations are exact in bf16; sums are rounded
+    to its 8-bit mantissa); evaluation, conversion and the SNN stay exact. Returns the trainer
     (its ``history``; ``qann`` itself is trained in place and left in eval mode).
     """
     if runtime is None:
@@ -109,7 +113,7 @@ def finetune(
     trainer = Trainer(
         qann, config, runtime, out_dir,
         train_loader=train_loader, test_loader=test_loader, preprocess=pixels_as_float, meta=meta,
-        progress=progress, teacher=teacher, progress_lines=progress_lines,
+        amp=amp, progress=progress, teacher=teacher, progress_lines=progress_lines,
     )
     if state is not None:
         trainer.restore(state)
@@ -154,6 +158,7 @@ def finetune_run(
     device: str = "auto",
     engine: str = "spikes",
     eval_images: int | None = None,
+    amp: str | None = None,
     progress: bool = True,
 ) -> dict | None:
     """Fine-tune ``config['model']`` (float weights ``config['weights']``) at ``config['time_steps']`` into
@@ -170,6 +175,7 @@ def finetune_run(
     out = check_folder(out_dir, "out")
     runtime = start_runtime(device)
     try:
+        check_amp(amp, runtime.device)
         config, state = open_run(out, config, given, resume=resume, kind="qann", announce=runtime.is_main)
         for key in ("model", "weights", "time_steps"):
             if config[key] is None:
@@ -217,7 +223,7 @@ def finetune_run(
             teacher = float_teacher(float_model, attrs["mean"], attrs["std"], runtime.device)
         ran = state is None or int(state.meta["epoch"]) < tc.epochs
         trainer = finetune(qann, train_loader, tc, test_loader=test_loader, teacher=teacher, runtime=runtime,
-                           out_dir=out, meta=meta, state=state, progress=progress)
+                           out_dir=out, meta=meta, state=state, amp=amp, progress=progress)
         result = None
         if runtime.is_main:
             if not ran and _evaluated(out, len(trainer.history), engine, eval_images):

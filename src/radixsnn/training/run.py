@@ -76,6 +76,7 @@ def train_config(config: dict) -> TrainConfig:
         limit_batches=config["limit_batches"],
         clip_grad=config.get("clip_grad"),
         distill=config.get("distill") or 0.0,
+        mixup=config.get("mixup") or 0.0,
     )
 
 

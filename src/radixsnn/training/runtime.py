@@ -93,6 +93,21 @@ def stop_runtime(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
-def use_channels_last(runtime: Runtime) -> bool:
-    """Channels-last memory layout speeds up convolutions on CUDA; on the CPU it is left off."""
-    return runtime.device.type == "cuda"
+#: The autocast dtypes of ``--amp``.
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_amp(amp: str | None, device: torch.device) -> None:
+    """``amp`` must be ``None``, ``"bf16"`` (any device) or ``"fp16"`` (CUDA only)."""
+    if amp is None:
+        return
+    if amp not in AMP_DTYPES:
+        raise ConfigError("amp", f"must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise ConfigError("amp", "fp16 needs a CUDA device (its loss scaling is CUDA's); on the CPU use bf16")
+
+
+def use_channels_last(runtime: Runtime, amp: str | None = None) -> bool:
+    """Channels-last memory layout: on CUDA, and on the CPU with bf16 autocast (where oneDNN's bf16
+    convolutions want it; benchmarks/training.py measures both); float32 CPU runs keep NCHW."""
+    return runtime.device.type == "cuda" or amp == "bf16"

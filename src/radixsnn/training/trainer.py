@@ -25,14 +25,11 @@ from tqdm import tqdm
 
 from radixsnn.data.loader import DeviceLoader, derive_seed
 from radixsnn.errors import ConfigError
-from radixsnn.training.runtime import Runtime
+from radixsnn.training.runtime import AMP_DTYPES, Runtime, check_amp
 from radixsnn.outputs import write_text
 from radixsnn.training.state import RunState, code_version, save_run
 
 SCHEDULES = ("step", "cosine", "constant")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 @dataclass
 class TrainConfig:
     """Optimisation settings; stored in every checkpoint."""
@@ -50,6 +47,7 @@ class TrainConfig:
     clip_grad: float | None = None
     distill: float = 0.0
     max_steps: int | None = None
+    mixup: float = 0.0
 
     def __post_init__(self):
         checks = [
@@ -61,6 +59,7 @@ class TrainConfig:
             ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
             ("step_epochs", self.step_epochs >= 1, "must be at least 1"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must lie in [0, 1)"),
+            ("mixup", math.isfinite(self.mixup) and self.mixup >= 0, "must not be negative"),
             ("clip_grad", self.clip_grad is None or (math.isfinite(self.clip_grad) and self.clip_grad >= 0), "must not be negative"),
             ("distill", 0 <= self.distill <= 1, "must lie in [0, 1]"),
             ("limit_batches", self.limit_batches is None or self.limit_batches >= 1, "must be at least 1"),
@@ -93,6 +92,8 @@ def training_loss(
 
     ``(1 - d) CE(logits, labels) + d KL(softmax(teacher_logits) || softmax(logits))``
 
+    (with mixup, the trainer mixes two such losses, one per label of the blended pair, by ``lam``)
+
     with ``d = config.distill``: the student (the QANN) learns the teacher's (its own float network's)
     whole output distribution, not only the label -- the usual remedy for the coarse gradients of
     very low-bit activations.
@@ -118,8 +119,9 @@ class Trainer:
 
     ``preprocess`` turns a uint8 batch into the model's input; ``meta`` (model name, dataset, ...)
     is stored in every checkpoint next to the config and the training state. ``amp`` is ``None``,
-    ``"bf16"`` or ``"fp16"`` (CUDA only). ``teacher`` (needed when ``config.distill > 0``) maps the
-    same uint8 batch to the logits the model learns to match (see :func:`training_loss`).
+    ``"bf16"`` (CUDA, or a CPU: autocast of the training passes, evaluation in float32 there) or
+    ``"fp16"`` (CUDA only, with loss scaling); it is recorded in ``meta["amp"]``. ``teacher`` (needed
+    when ``config.distill > 0``) maps the same uint8 batch to the logits the model learns to match (see :func:`training_loss`).
     Without ``test_loader`` no epoch is evaluated; without ``out_dir`` nothing is written.
     With ``config.max_steps`` the run stops after that many optimizer steps (its last epoch cut short)
     and the cosine schedule spans them.
@@ -142,11 +144,7 @@ class Trainer:
         teacher: Callable[[torch.Tensor], torch.Tensor] | None = None,
         progress_lines: bool = True,
     ):
-        if amp is not None:
-            if amp not in AMP_DTYPES:
-                raise ConfigError("amp", f"must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
-            if runtime.device.type != "cuda":
-                raise ConfigError("amp", "needs a CUDA device (autocast is used on GPUs only)")
+        check_amp(amp, runtime.device)
         if config.distill > 0 and teacher is None:
             raise ConfigError("distill", "needs a teacher network")
         self.config = config
@@ -157,6 +155,7 @@ class Trainer:
         self.test_loader = test_loader
         self.preprocess = preprocess
         self.meta = meta
+        self.meta["amp"] = amp
         self.amp = amp
         self.channels_last = channels_last
         self.progress = progress and runtime.is_main
@@ -228,6 +227,7 @@ class Trainer:
         for epoch in range(self.start_epoch, self.epochs):
             start = time.perf_counter()
             train = self.train_epoch(epoch)
+            train["train_seconds"] = round(time.perf_counter() - start, 3)
             test = self.evaluate() if self.test_loader is not None else {}
             metrics = {
                 "epoch": epoch + 1,
@@ -257,10 +257,11 @@ class Trainer:
             return self.config.max_steps / len(self.train_loader)
         return self.config.epochs
 
-    def _autocast(self):
-        if self.amp is None:
+    def _autocast(self, evaluation: bool = False):
+        """Autocast for the training passes; on the CPU evaluation stays float32 (exact reported accuracy)."""
+        if self.amp is None or (evaluation and self.runtime.device.type != "cuda"):
             return nullcontext()
-        return torch.autocast(device_type="cuda", dtype=AMP_DTYPES[self.amp])
+        return torch.autocast(device_type=self.runtime.device.type, dtype=AMP_DTYPES[self.amp])
 
     def _inputs(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images)
@@ -289,6 +290,7 @@ class Trainer:
             lr = learning_rate(self.config, epoch, step / per_epoch, self._schedule_epochs())
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            images, partner, lam = self._mix(images)
             with self._autocast():
                 teacher_logits = None
                 if self.teacher is not None:
@@ -296,6 +298,8 @@ class Trainer:
                         teacher_logits = self.teacher(images)
                 logits = self.net(self._inputs(images))
                 loss = training_loss(logits.float(), labels, self.config, teacher_logits)
+                if partner is not None:
+                    loss = lam * loss + (1 - lam) * training_loss(logits.float(), labels[partner], self.config, teacher_logits)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -318,6 +322,17 @@ class Trainer:
             raise ConfigError("lr", f"{self.config.lr} made training diverge in epoch {epoch + 1} (loss {total_loss}); try a lower one")
         return {"train_loss": total_loss / total, "train_acc": 100.0 * total_correct / total, "train_images": int(total)}
 
+    def _mix(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Mixup (``config.mixup`` = alpha > 0): each image blended with a partner of the same batch,
+        ``lam x + (1 - lam) x[partner]`` with ``lam ~ Beta(alpha, alpha)``, as float pixels 0..255;
+        returns ``(images, partner, lam)`` (``partner`` ``None`` without mixup)."""
+        if not self.config.mixup:
+            return images, None, 1.0
+        alpha = torch.tensor(float(self.config.mixup))
+        lam = float(torch.distributions.Beta(alpha, alpha).sample())
+        partner = torch.randperm(len(images), device=images.device)
+        return images.float() * lam + images[partner].float() * (1 - lam), partner, lam
+
     def _clip_gradients(self) -> None:
         """Scale the gradients down to global L2 norm ``clip_grad`` when they exceed it (0/None: off)."""
         if not self.config.clip_grad:
@@ -337,7 +352,7 @@ class Trainer:
         seen = 0
         bar = tqdm(self.test_loader, desc="test", disable=not self.progress, leave=False, unit="batch")
         for images, labels in bar:
-            with self._autocast():
+            with self._autocast(evaluation=True):
                 logits = self.model(self._inputs(images)).float()
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
             correct += (logits.argmax(1) == labels).sum()

@@ -1,0 +1,104 @@
+"""Training speed with and without bf16 autocast, as ratios measured in the same run.
+
+For each model, the library's own :class:`~radixsnn.training.trainer.Trainer` (the loop of
+`radixsnn train` and `radixsnn finetune`) runs ``--steps`` optimizer steps on random uint8 images,
+once in float32 and once with ``amp="bf16"`` (autocast of the training passes, channels_last for the
+float network as `radixsnn train --amp` uses it), after ``--warmup`` untimed steps each:
+
+* ``train``: the float network, cross-entropy (what `radixsnn train` does per step);
+* ``finetune``: its calibrated QANN at ``--time-steps``, distilled from the float network (what
+  `radixsnn finetune` does per step with its defaults).
+
+Printed: images/s of each and the ratio bf16 / float32. Weights are random (speed does not depend
+on them); nothing is read from disk.
+
+    python benchmarks/training.py [--models vgg16,resnet20] [--steps 20] [--warmup 3] [--batch-size 128]
+                                  [--time-steps 4] [--threads N] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from functools import partial
+
+import torch
+
+import radixsnn as rs
+from radixsnn.core.inputs import normalize
+from radixsnn.data.loader import DeviceLoader
+from radixsnn.models import model_config
+from radixsnn.training.qat import float_teacher
+from radixsnn.training.runtime import Runtime, use_channels_last
+from radixsnn.training.trainer import TrainConfig, Trainer, pixels_as_float
+
+
+def steps_per_second(make_trainer, steps: int, warmup: int) -> float:
+    """Optimizer steps per second of one ``train_epoch`` of ``steps`` steps after ``warmup`` others."""
+    trainer = make_trainer(warmup)
+    trainer.train_epoch(0)
+    trainer = make_trainer(steps)
+    t0 = time.perf_counter()
+    trainer.train_epoch(1)
+    return steps / (time.perf_counter() - t0)
+
+
+def measure(name: str, kind: str, amp: str | None, args, images, labels) -> float:
+    """Images per second of ``kind`` ("train" or "finetune") training of model ``name``."""
+    runtime = Runtime(torch.device("cpu"))
+    cfg = model_config(name)
+    model = rs.create_model(name)
+
+    def make_trainer(steps: int) -> Trainer:
+        loader = DeviceLoader(images[: steps * args.batch_size], labels[: steps * args.batch_size],
+                              args.batch_size, train=True)
+        if kind == "train":
+            return Trainer(model, TrainConfig(epochs=2, batch_size=args.batch_size), runtime, None,
+                           train_loader=loader, test_loader=None, preprocess=partial(normalize, mean=cfg.mean, std=cfg.std),
+                           meta={}, amp=amp, channels_last=use_channels_last(runtime, amp), progress=False)
+        return Trainer(qann, TrainConfig(epochs=2, batch_size=args.batch_size, lr=1e-3, clip_grad=1.0, distill=1.0),
+                       runtime, None, train_loader=loader, test_loader=None, preprocess=pixels_as_float, meta={},
+                       amp=amp, progress=False, teacher=teacher)
+
+    if kind == "finetune":
+        qann = rs.quantize(model.eval(), args.time_steps)
+        qann.calibrate(images[:256], progress=False)
+        teacher = float_teacher(model, cfg.mean, cfg.std, runtime.device)
+    return steps_per_second(make_trainer, args.steps, args.warmup) * args.batch_size
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", default="vgg16,resnet20")
+    p.add_argument("--kinds", default="train,finetune")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--time-steps", type=int, default=4)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, help="also write the rows as JSON")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = max(args.steps, args.warmup) * args.batch_size
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"batch {args.batch_size}, {args.steps} timed steps")
+    print(f"{'model':<10} {'kind':<9} {'float32 img/s':>14} {'bf16 img/s':>11} {'bf16 / float32':>15}")
+    rows = []
+    for name in args.models.split(","):
+        for kind in args.kinds.split(","):
+            f32 = measure(name, kind, None, args, images, labels)
+            bf16 = measure(name, kind, "bf16", args, images, labels)
+            rows.append({"model": name, "kind": kind, "float32": f32, "bf16": bf16, "ratio": bf16 / f32})
+            print(f"{name:<10} {kind:<9} {f32:>14.1f} {bf16:>11.1f} {bf16 / f32:>14.2f}x", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
