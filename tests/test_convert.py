@@ -103,15 +103,16 @@ class Depthwise(nn.Module):
 MODELS = {"residual": Residual, "projection": ProjectionShortcut, "vgg_like": VGGLike, "depthwise": Depthwise}
 
 
-def randomize_bn(model, seed=0):
+def randomize_bn(model, seed=0, spread=0.1):
+    """Non-trivial BatchNorm statistics and affine parameters (means and biases of scale ``spread``), eval mode."""
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+            m.running_mean.copy_(torch.randn(n, generator=g) * spread)
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
             m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+            m.bias.data.copy_(torch.randn(n, generator=g) * spread)
     return model.eval()
 
 

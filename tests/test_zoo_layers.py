@@ -13,6 +13,8 @@ import radixsnn as rs
 from radixsnn.core.engines import run_integer, run_spikes
 from radixsnn.core.inputs import normalize
 
+from test_convert import images, randomize_bn  # the same random BatchNorms and pixels as the per-op tests
+
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
@@ -189,22 +191,6 @@ ZOO = {"inception": Inception, "densenet": DenseBlock, "preact": PreActResNet, "
        "shufflenet": ShuffleNet, "misc": Misc}
 
 
-def randomize_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
-    return model.eval()
-
-
-def images(n, seed=0):
-    return torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
-
-
 @pytest.fixture(scope="module", autouse=True)
 def few_threads():
     threads = torch.get_num_threads()
@@ -216,7 +202,7 @@ def few_threads():
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_float_mode_reproduces_the_model(name):
     torch.manual_seed(1)
-    model = randomize_bn(ZOO[name]())
+    model = randomize_bn(ZOO[name](), spread=0.2)
     x = images(8)
     qann = rs.quantize(model, 4, input_shape=(3, 16, 16), mean=MEAN, std=STD)
     with torch.no_grad():
@@ -227,7 +213,7 @@ def test_float_mode_reproduces_the_model(name):
 @pytest.mark.parametrize("T,act_scale", [(2, "layer"), (5, "channel")])
 def test_spikes_integer_and_qann_agree(name, T, act_scale):
     torch.manual_seed(2)
-    model = randomize_bn(ZOO[name]())
+    model = randomize_bn(ZOO[name](), spread=0.2)
     qann = rs.quantize(model, T, act_scale=act_scale, input_shape=(3, 16, 16), mean=MEAN, std=STD)
     qann.calibrate(images(32, seed=1), progress=False)
     snn = qann.to_snn()
@@ -240,7 +226,7 @@ def test_spikes_integer_and_qann_agree(name, T, act_scale):
 def test_relu6_saturation_caps_the_scale():
     """A clip at 6 is realized by the neurons' saturation: scale x (2^T - 1) never exceeds 6."""
     torch.manual_seed(3)
-    qann = rs.quantize(randomize_bn(MobileNetV2()), 3, input_shape=(3, 16, 16), mean=MEAN, std=STD)
+    qann = rs.quantize(randomize_bn(MobileNetV2(), spread=0.2), 3, input_shape=(3, 16, 16), mean=MEAN, std=STD)
     clipped = [n for n in qann.graph.nodes if "clip" in n.attrs]
     assert clipped and all(n.attrs["clip"] == 6.0 for n in clipped)
     with torch.no_grad():
@@ -252,7 +238,7 @@ def test_relu6_saturation_caps_the_scale():
 
 def test_concatenations_cost_no_neurons():
     """Slices, shuffles and concatenations of spikes are gathers in the synapses, not layers."""
-    qann = rs.quantize(randomize_bn(Inception()), 4, input_shape=(3, 16, 16), mean=MEAN, std=STD)
+    qann = rs.quantize(randomize_bn(Inception(), spread=0.2), 4, input_shape=(3, 16, 16), mean=MEAN, std=STD)
     kinds = [n.kind for n in qann.graph.nodes]
     assert kinds.count("neuron") == 5 and kinds.count("maxpool") == 1  # stem, b1, b2 (two), b3
     readout = qann.graph.output
