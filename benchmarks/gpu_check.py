@@ -131,10 +131,10 @@ def check_commands(args, size, rows, work: Path) -> None:
     code, tail, seconds = radixsnn_command(["finetune", "--model", ft_model, "--weights", str(weights),
                                             "--time-steps", "4", "--epochs", "1", "--engine", "integer",
                                             "--out", str(ft), *common, *small, *sub])
-    ok = code == 0 and json.loads((ft / "eval.json").read_text())["agreement"] == 1.0
-    value = f"exit {code}"
+    ok, value = False, f"exit {code}"
     if code == 0:
         result = json.loads((ft / "eval.json").read_text())
+        ok = result["agreement"] == 1.0
         value = f"SNN {100 * result['accuracy']:.2f} %, agreement {result['agreement']:.4f}, {seconds:.0f} s"
     rows.append({"check": f"finetune --model {ft_model} -T 4, 1 epoch", "value": value, "ratio": None, "ok": ok,
                  **({} if ok else {"output": tail})})

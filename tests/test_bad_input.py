@@ -76,6 +76,7 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["convert", *w, "-T", "4", "--calib", "percentile:inf", "--out", o], "--calib percentile must lie in (0, 100]"),
         (["convert", *w, "-T", "4", "--calib", "percentile:0", "--out", o], "--calib percentile must lie in (0, 100]"),
         (["convert", *w, "-T", "4", "--calib-images", "0", "--out", o], "--calib-images must be at least 1"),
+        (["convert", *w, "-T", "4", "--act-scale", "neuron", "--out", o], "--act-scale invalid choice"),
         (["convert", *w, "-T", "4", "--out", str(d / "folder")], "--out must be a file"),
         (["convert", *w, "-T", "4", "--out", str(d / "a_file" / "x.snn")], "--out cannot be created"),
         (["convert", *w, "-T", "4", "--device", "tpu", "--out", o], "--device 'tpu'"),
@@ -107,6 +108,9 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         # finetune
         (["finetune", *w, "-T", "4", "--distill", "nan", "--out", o], "--distill must lie in [0, 1]"),
         (["finetune", *w, "-T", "4", "--distill", "1.5", "--out", o], "--distill must lie in [0, 1]"),
+        (["finetune", *w, "-T", "4", "--mixup", "-1", "--out", o], "--mixup"),
+        (["finetune", *w, "-T", "4", "--amp", "fp16", "--device", "cpu", "--out", o], "--amp fp16 needs a CUDA device"),
+        (["train", "--model", "resnet20", "--epochs", "1", "--amp", "int8", "--out", o], "--amp invalid choice"),
         (["finetune", *w, "-T", "0", "--out", o], "--time-steps must be an integer in 1..16"),
         (["finetune", *w, "-T", "4", "--calib", "percentile:200", "--out", o], "--calib percentile must lie in (0, 100]"),
         (["finetune", *w, "-T", "4", "--out", str(d / "a_file")], "--out must be a folder"),
