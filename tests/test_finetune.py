@@ -83,12 +83,13 @@ def digits_float(tmp_path) -> Path:
     return out / "best.safetensors"
 
 
-def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, monkeypatch, interrupt_second_epoch):
+@pytest.mark.parametrize("ema", ["0", "0.9"])
+def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, monkeypatch, interrupt_second_epoch, ema):
     common = [
         "--model", "resnet20", "--dataset", "digits", "--weights", str(digits_float), "--time-steps", "2",
         "--epochs", "2", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8",
         "--calib-images", "16", "--eval-images", "8", "--engine", "integer", "--no-progress", "--lr", "1e-3",
-        "--seed", "4",
+        "--seed", "4", "--ema", ema,
     ]
     assert main(["finetune", "--out", str(tmp_path / "straight"), *common]) == 0
 
@@ -104,6 +105,11 @@ def test_interrupted_finetune_resumes_to_the_same_snn(tmp_path, digits_float, mo
     assert IntegerSNN.load(tmp_path / "straight" / "model.snn").equals(IntegerSNN.load(tmp_path / "stopped" / "model.snn"))
     for run in ("straight", "stopped"):
         assert json.loads((tmp_path / run / "eval.json").read_text())["agreement"] == 1.0
+    if ema != "0":  # the SNN is converted from the average, the model of last.safetensors
+        snn = snn_of_checkpoint(tmp_path / "straight" / "last.safetensors")
+        assert snn.equals(IntegerSNN.load(tmp_path / "straight" / "model.snn"))
+        trained = load_run(tmp_path / "straight" / "last.safetensors").training_state
+        assert any(not torch.equal(trained[k], a[k]) for k in trained)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -213,6 +219,25 @@ def test_distillation_loss_mixes_cross_entropy_and_kl():
         TrainConfig(epochs=1, distill=1.5)
 
 
+@pytest.mark.parametrize("tau", [0.5, 2.0, 4.0])
+def test_distillation_temperature_softens_both_distributions(tau):
+    torch.manual_seed(1)
+    logits, teacher = torch.randn(6, 10, requires_grad=True), 5 * torch.randn(6, 10)
+    labels = torch.randint(0, 10, (6,))
+    p = (teacher / tau).softmax(1)
+    kl = (p * (p.log() - (logits / tau).log_softmax(1))).sum(1).mean()
+    config = TrainConfig(epochs=1, distill=1.0, distill_temperature=tau)
+    assert torch.allclose(training_loss(logits, labels, config, teacher), tau**2 * kl)
+    # The gradient is tau (softmax(z / tau) - p) / n: tau^2 undoes the 1 / tau^2 the softening takes off it.
+    (grad,) = torch.autograd.grad(training_loss(logits, labels, config, teacher), logits)
+    q = (logits.detach() / tau).softmax(1)
+    assert torch.allclose(grad, tau * (q - p) / len(logits), atol=1e-6)
+    with pytest.raises(RadixSNNError, match="^distill_temperature must be positive"):
+        TrainConfig(epochs=1, distill_temperature=0.0)
+    with pytest.raises(RadixSNNError, match="^distill_temperature must be positive"):
+        TrainConfig(epochs=1, distill_temperature=float("nan"))
+
+
 def test_finetune_with_distillation_changes_the_result(tmp_path, digits_float):
     common = [
         "--model", "resnet20", "--dataset", "digits", "--weights", str(digits_float), "--time-steps", "2",
@@ -221,12 +246,16 @@ def test_finetune_with_distillation_changes_the_result(tmp_path, digits_float):
     ]
     assert main(["finetune", "--out", str(tmp_path / "ce"), "--distill", "0", *common]) == 0
     assert main(["finetune", "--out", str(tmp_path / "kd"), *common]) == 0  # distillation is the default
+    assert main(["finetune", "--out", str(tmp_path / "kd4"), "--distill-temperature", "4", *common]) == 0
     assert json.loads((tmp_path / "ce" / "last.json").read_text())["config"]["distill"] == 0.0
     meta = json.loads((tmp_path / "kd" / "last.json").read_text())
     assert meta["config"]["distill"] == 1.0 and meta["config"]["act_scale"] == "auto"
     assert json.loads((tmp_path / "kd" / "eval.json").read_text())["agreement"] == 1.0
-    a, b = tensors(tmp_path / "ce" / "last.safetensors"), tensors(tmp_path / "kd" / "last.safetensors")
+    assert meta["config"]["distill_temperature"] == 1.0
+    assert json.loads((tmp_path / "kd4" / "last.json").read_text())["config"]["distill_temperature"] == 4.0
+    a, b, c = (tensors(tmp_path / run / "last.safetensors") for run in ("ce", "kd", "kd4"))
     assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(b[k], c[k]) for k in b)
 
 
 def test_default_learning_rate_depends_on_time_steps():

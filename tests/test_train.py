@@ -16,6 +16,7 @@ from safetensors import safe_open
 
 from radixsnn.models.weights import load_weights
 from radixsnn.cli import main
+from radixsnn.errors import RadixSNNError
 from radixsnn.models import create_model, list_models
 from radixsnn.training import TrainConfig, learning_rate, load_run, save_run
 from radixsnn.training.trainer import Trainer
@@ -119,6 +120,50 @@ def test_resume_extends_a_finished_run_and_keeps_best_consistent(tmp_path):
     best = json.loads((out / "best.json").read_text())["best"]
     accs = [m["test_acc"] for m in metrics]
     assert best["test_acc"] == max(accs) and best["epoch"] == accs.index(max(accs)) + 1
+
+
+def test_weight_average_is_what_the_run_evaluates_saves_and_resumes(tmp_path, monkeypatch, interrupt_second_epoch):
+    """--ema D: the average a <- d a + (1 - d) w after every step (d = min(D, (1 + n) / (10 + n))) is the
+    model of the checkpoints and evaluations; the trained weights ride along under training/ for resume."""
+    names = [n for n, _ in create_model("resnet20", num_classes=10).named_parameters()]
+    steps: list[dict[str, torch.Tensor]] = []
+    original_step = torch.optim.SGD.step
+
+    def recording_step(self, *args, **kwargs):
+        out = original_step(self, *args, **kwargs)
+        params = [p for group in self.param_groups for p in group["params"]]
+        steps.append({n: p.detach().clone() for n, p in zip(names, params)})
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
+    args = ["--model", "resnet20", "--epochs", "2", "--seed", "3", "--ema", "0.9"]
+    assert train(tmp_path / "avg", *args) == 0
+    torch.manual_seed(3)
+    expected = dict(create_model("resnet20", num_classes=10).named_parameters())
+    expected = {n: p.detach().clone() for n, p in expected.items()}
+    for n, weights in enumerate(steps):
+        d = min(0.9, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * weights[k] for k in expected}
+    saved = tensors(tmp_path / "avg" / "last.safetensors")
+    for k in names:
+        assert torch.allclose(saved[k], expected[k], rtol=1e-5, atol=1e-6), k
+        assert torch.equal(saved["training/" + k], steps[-1][k]), k
+    assert not any(torch.equal(saved[k], saved["training/" + k]) for k in names if k.endswith("conv1.weight"))
+    # The evaluated model loads as plain weights (the training/ tensors are dropped); best holds an average too.
+    assert load_weights(create_model("resnet20", num_classes=10), tmp_path / "avg" / "last.safetensors")
+    assert not any(k.startswith("training/") for k in tensors(tmp_path / "avg" / "best.safetensors"))
+    state = load_run(tmp_path / "avg" / "last.safetensors")
+    assert state.training_state.keys() == state.model_state.keys()
+    # Resume restores both the trained weights and the average exactly.
+    monkeypatch.setattr(torch.optim.SGD, "step", original_step)
+    original = interrupt_second_epoch()
+    assert train(tmp_path / "stopped", *args) == 130
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert main(["train", "--out", str(tmp_path / "stopped"), "--resume", "--no-progress"]) == 0
+    assert_same_tensors(tmp_path / "avg" / "last.safetensors", tmp_path / "stopped" / "last.safetensors")
+    assert history(tmp_path / "avg") == history(tmp_path / "stopped")
+    with pytest.raises(RadixSNNError, match="^ema must lie in"):
+        TrainConfig(epochs=1, ema=1.0)
 
 
 def test_resume_rejects_a_changed_option(tmp_path, capsys):

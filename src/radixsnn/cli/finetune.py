@@ -9,7 +9,7 @@ converted to the integer SNN ``OUT/model.snn`` and simulated on the test set by 
 """
 from __future__ import annotations
 
-from radixsnn.cli.options import add_model_spec_args, positive_int, unit_float
+from radixsnn.cli.options import add_model_spec_args, positive_float, positive_int, unit_float
 from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.qann import ACT_SCALES, SHIFTS
@@ -46,6 +46,11 @@ def register(subparsers) -> None:
         "--distill", type=unit_float, metavar="D",
         help="weight of knowledge distillation from the float network: loss = (1-D) cross-entropy + "
         f"D KL(float || QANN), 0 = plain cross-entropy (default {FINETUNE_DEFAULTS['distill']})",
+    )
+    p.add_argument(
+        "--distill-temperature", type=positive_float, metavar="TAU",
+        help="temperature of the distillation: both softmaxes of logits / TAU, the KL term times TAU^2; "
+        f"above 1 the float network's ranking of the wrong classes teaches too (default {FINETUNE_DEFAULTS['distill_temperature']})",
     )
     add_runtime_options(p)
     p.add_argument("--engine", choices=ENGINES, default="spikes", help="engine of the final SNN evaluation (default spikes)")

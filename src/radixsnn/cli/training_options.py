@@ -40,6 +40,9 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict, lr_default:
     parser.add_argument("--mixup", type=nonnegative_float, metavar="ALPHA",
                         help="mixup: train on blends lam x + (1 - lam) x' of two images of the batch, lam ~ Beta(ALPHA, ALPHA), "
                         f"with the loss of both labels (or the teacher's output on the blend) mixed by lam; 0 = off (default {d['mixup']})")
+    parser.add_argument("--ema", type=below_one, metavar="DECAY",
+                        help="keep an exponential moving average of the weights, a <- DECAY a + (1 - DECAY) w after every step; "
+                        f"evaluations, checkpoints and the result are the average; 0 = off (default {d['ema']})")
     parser.add_argument("--seed", type=nonnegative_int, help=f"seed of initialisation, data order and augmentation (default {d['seed']})")
     parser.add_argument("--train-subset", type=positive_int, metavar="N", help="train on the first N training images only (default all)")
     parser.add_argument("--test-subset", type=positive_int, metavar="N", help="evaluate on the first N test images only (default all)")

@@ -36,7 +36,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     Reads safetensors files and torch files (always with ``weights_only=True``: no code in a file can run),
     unwraps ``{"state_dict" | "model_state_dict" | "model" | "net": ...}`` (also nested), drops the
-    ``optimizer/`` tensors of this project's training checkpoints and the ``module.`` prefix of
+    ``optimizer/`` and ``training/`` tensors of this project's training checkpoints (the model's keys hold the
+    weights the run evaluated) and the ``module.`` prefix of
     DataParallel / DDP checkpoints. Raises :class:`ConfigError` naming ``weights`` for a missing, unreadable
     or unsafe file, one that holds no tensors, or one with NaN or infinite values.
     """
@@ -65,7 +66,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = inner
     if not isinstance(state, dict):
         raise ConfigError("weights", f"file {path} holds no state dict of tensors")
-    state = {k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith("optimizer/"))}
+    state = {k: v for k, v in state.items() if not (isinstance(k, str) and k.startswith(("optimizer/", "training/")))}
     if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise ConfigError("weights", f"file {path} holds no state dict of tensors")
     for key, value in state.items():

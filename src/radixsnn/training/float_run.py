@@ -27,6 +27,7 @@ TRAIN_DEFAULTS = {
     "step_epochs": 30,
     "label_smoothing": 0.0,
     "mixup": 0.0,
+    "ema": 0.0,
     "clip_grad": None,
     "seed": 0,
     "train_subset": None,

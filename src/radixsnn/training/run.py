@@ -76,7 +76,9 @@ def train_config(config: dict) -> TrainConfig:
         limit_batches=config["limit_batches"],
         clip_grad=config.get("clip_grad"),
         distill=config.get("distill") or 0.0,
+        distill_temperature=config.get("distill_temperature") or 1.0,
         mixup=config.get("mixup") or 0.0,
+        ema=config.get("ema") or 0.0,
     )
 
 

@@ -2,7 +2,9 @@
 
 The safetensors file is the checkpoint. It holds the model's state dict under its own key names
 (so ``--weights run/last.safetensors`` loads like any float weights file), the optimizer's state
-tensors under ``optimizer/<param index>/<name>``, and, in its header metadata, the JSON
+tensors under ``optimizer/<param index>/<name>``, with a weight average (``--ema``) the trained
+weights under ``training/<name>`` (the model's own keys then hold the average: the weights the run
+evaluates and converts), and, in its header metadata, the JSON
 description of the run: format, kind (``float`` or ``qann``), model, dataset, number of classes,
 configuration, code version, epochs done, metrics, the optimizer's remaining state and, for
 quantized runs, the QANN's graph spec. Each file is written atomically
@@ -26,6 +28,7 @@ from radixsnn.outputs import atomic_write, write_text
 
 FORMAT = "radixsnn-run"
 OPTIMIZER_PREFIX = "optimizer/"
+TRAINING_PREFIX = "training/"
 
 
 @dataclass
@@ -35,6 +38,8 @@ class RunState:
     model_state: dict[str, torch.Tensor]
     meta: dict
     optimizer_state: dict | None
+    #: the trained (not averaged) weights of a run with a weight average; ``None`` otherwise
+    training_state: dict[str, torch.Tensor] | None = None
 
 
 def code_version() -> dict:
@@ -55,10 +60,13 @@ def code_version() -> dict:
     return {"radixsnn": radixsnn.version.__version__, "git": commit}
 
 
-def save_run(stem: Path, model_state: dict, meta: dict, optimizer_state: dict | None = None) -> Path:
+def save_run(stem: Path, model_state: dict, meta: dict, optimizer_state: dict | None = None,
+             training_state: dict | None = None) -> Path:
     """Write ``stem.safetensors`` and ``stem.json`` atomically; returns the safetensors path."""
     stem = Path(stem)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
+    for k, v in (training_state or {}).items():
+        tensors[TRAINING_PREFIX + k] = v.detach().to("cpu").contiguous()
     meta = {**meta, "format": FORMAT, "optimizer": None}
     if optimizer_state is not None:
         scalars: dict[str, dict] = {}
@@ -100,7 +108,8 @@ def load_run(path: Path) -> RunState:
     if not (isinstance(meta, dict) and isinstance(meta.get("kind"), str) and isinstance(meta.get("config", {}), dict)
             and isinstance(meta.get("epoch"), int) and meta["epoch"] >= 0 and isinstance(meta.get("history", []), list)):
         raise ConfigError("checkpoint", f"{path} holds run metadata without a kind and an epoch count")
-    model_state = {k: v for k, v in tensors.items() if not k.startswith(OPTIMIZER_PREFIX)}
+    model_state = {k: v for k, v in tensors.items() if not k.startswith((OPTIMIZER_PREFIX, TRAINING_PREFIX))}
+    training_state = {k[len(TRAINING_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINING_PREFIX)} or None
     optimizer_state = None
     if meta.get("optimizer") is not None:
         try:
@@ -114,4 +123,4 @@ def load_run(path: Path) -> RunState:
             optimizer_state = {"state": state, "param_groups": meta["optimizer"]["param_groups"]}
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConfigError("checkpoint", f"{path} holds an unreadable optimizer state ({exc})") from None
-    return RunState(model_state, meta, optimizer_state)
+    return RunState(model_state, meta, optimizer_state, training_state)

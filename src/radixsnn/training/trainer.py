@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -46,8 +46,10 @@ class TrainConfig:
     limit_batches: int | None = None
     clip_grad: float | None = None
     distill: float = 0.0
+    distill_temperature: float = 1.0
     max_steps: int | None = None
     mixup: float = 0.0
+    ema: float = 0.0
 
     def __post_init__(self):
         checks = [
@@ -60,8 +62,10 @@ class TrainConfig:
             ("step_epochs", self.step_epochs >= 1, "must be at least 1"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must lie in [0, 1)"),
             ("mixup", math.isfinite(self.mixup) and self.mixup >= 0, "must not be negative"),
+            ("ema", 0 <= self.ema < 1, "must lie in [0, 1)"),
             ("clip_grad", self.clip_grad is None or (math.isfinite(self.clip_grad) and self.clip_grad >= 0), "must not be negative"),
             ("distill", 0 <= self.distill <= 1, "must lie in [0, 1]"),
+            ("distill_temperature", math.isfinite(self.distill_temperature) and self.distill_temperature > 0, "must be positive"),
             ("limit_batches", self.limit_batches is None or self.limit_batches >= 1, "must be at least 1"),
             ("max_steps", self.max_steps is None or self.max_steps >= 1, "must be at least 1"),
         ]
@@ -90,13 +94,15 @@ def training_loss(
 ) -> torch.Tensor:
     """Cross-entropy (with ``label_smoothing``), mixed with knowledge distillation when ``distill > 0``:
 
-    ``(1 - d) CE(logits, labels) + d KL(softmax(teacher_logits) || softmax(logits))``
+    ``(1 - d) CE(logits, labels) + d tau^2 KL(softmax(teacher_logits / tau) || softmax(logits / tau))``
 
     (with mixup, the trainer mixes two such losses, one per label of the blended pair, by ``lam``)
 
-    with ``d = config.distill``: the student (the QANN) learns the teacher's (its own float network's)
-    whole output distribution, not only the label -- the usual remedy for the coarse gradients of
-    very low-bit activations.
+    with ``d = config.distill`` and ``tau = config.distill_temperature``: the student (the QANN) learns the
+    teacher's (its own float network's) whole output distribution, not only the label -- the usual remedy for
+    the coarse gradients of very low-bit activations. A temperature above 1 softens both distributions, so
+    the teacher's ranking of the wrong classes still teaches on images it has memorized (where its softmax
+    is nearly one-hot); the ``tau^2`` factor keeps the gradient's size independent of ``tau`` (Hinton et al.).
     """
     d = config.distill
     ce = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing) if d < 1 else 0.0
@@ -104,9 +110,10 @@ def training_loss(
         return ce
     if teacher_logits is None:
         raise ConfigError("teacher_logits", "are needed for distillation (distill > 0)")
-    kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(teacher_logits.float(), dim=1),
+    tau = config.distill_temperature
+    kl = F.kl_div(F.log_softmax(logits / tau, dim=1), F.log_softmax(teacher_logits.float() / tau, dim=1),
                   reduction="batchmean", log_target=True)
-    return (1 - d) * ce + d * kl
+    return (1 - d) * ce + d * tau**2 * kl
 
 
 def pixels_as_float(x: torch.Tensor) -> torch.Tensor:
@@ -124,7 +131,10 @@ class Trainer:
     when ``config.distill > 0``) maps the same uint8 batch to the logits the model learns to match (see :func:`training_loss`).
     Without ``test_loader`` no epoch is evaluated; without ``out_dir`` nothing is written.
     With ``config.max_steps`` the run stops after that many optimizer steps (its last epoch cut short)
-    and the cosine schedule spans them.
+    and the cosine schedule spans them. With ``config.ema`` = d > 0 the trainer keeps an exponential
+    moving average of the model's state, ``a <- d a + (1 - d) w`` after every step (d ramps up as
+    ``min(d, (1 + n) / (10 + n))`` over the first steps n): every evaluation, the ``best`` checkpoint
+    and the model's own keys in ``last`` hold the average, and :meth:`fit` leaves it in the model.
     """
 
     def __init__(
@@ -176,6 +186,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.steps_done = 0
+        self.average = self._state_copy() if config.ema else None
         self.epochs = config.epochs
         if config.max_steps is not None:
             self.epochs = math.ceil(config.max_steps / len(train_loader))
@@ -185,8 +196,15 @@ class Trainer:
         """Continue from a checkpoint: model weights, optimizer state, epoch, history, best."""
         if state.optimizer_state is None:
             raise ConfigError("state", "holds no optimizer state (a best.* file?): resume from last.*")
+        if self.average is not None and state.training_state is None:
+            raise ConfigError("state", "holds no trained weights beside the average (saved without --ema?)")
         try:
-            self.model.load_state_dict(state.model_state)
+            if self.average is not None:
+                self.model.load_state_dict(state.model_state)
+                self.average = self._state_copy()
+                self.model.load_state_dict(state.training_state)
+            else:
+                self.model.load_state_dict(state.model_state)
             self.optimizer.load_state_dict(state.optimizer_state)
             if self.scaler is not None and state.meta.get("scaler"):
                 self.scaler.load_state_dict(state.meta["scaler"])
@@ -214,8 +232,9 @@ class Trainer:
         if not self.runtime.is_main or self.out_dir is None:
             return
         meta = self._meta(epoch)
-        model_state = self.model.state_dict()
-        save_run(self.out_dir / "last", model_state, meta, self.optimizer.state_dict())
+        model_state = self.model.state_dict() if self.average is None else self.average
+        training_state = None if self.average is None else self.model.state_dict()
+        save_run(self.out_dir / "last", model_state, meta, self.optimizer.state_dict(), training_state)
         if improved:
             save_run(self.out_dir / "best", model_state, meta, None)
         lines = "".join(json.dumps(m, sort_keys=True) + "\n" for m in self.history)
@@ -249,7 +268,35 @@ class Trainer:
                     line += f"  test loss {test['test_loss']:.4f} acc {test['test_acc']:.2f}%"
                 tqdm.write(line + f"  ({metrics['seconds']:.1f} s)")
         self.runtime.barrier()
+        if self.average is not None:
+            self.model.load_state_dict(self.average)
         return self.history[-1] if self.history else None
+
+    # ------------------------------------------------------------------ weight average
+    def _state_copy(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        decay = min(self.config.ema, (1 + self.steps_done) / (10 + self.steps_done))
+        for key, value in self.model.state_dict().items():
+            if value.is_floating_point():
+                self.average[key].lerp_(value, 1 - decay)
+            else:
+                self.average[key].copy_(value)
+
+    @contextmanager
+    def _averaged(self):
+        """The weight average in the model for the block (nothing changes without ``config.ema``)."""
+        if self.average is None:
+            yield
+            return
+        trained = self._state_copy()
+        self.model.load_state_dict(self.average)
+        try:
+            yield
+        finally:
+            self.model.load_state_dict(trained)
 
     def _schedule_epochs(self) -> float:
         """Length of the learning-rate schedule in epochs (fractional under ``max_steps``)."""
@@ -310,6 +357,8 @@ class Trainer:
                 loss.backward()
                 self._clip_gradients()
                 self.optimizer.step()
+            if self.average is not None:
+                self._update_average()
             self.steps_done += 1
             n = labels.numel()
             loss_sum += loss.detach().double() * n
@@ -344,7 +393,12 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Loss and top-1 accuracy (%) on the test loader, summed over all ranks' shards."""
+        """Loss and top-1 accuracy (%) on the test loader, summed over all ranks' shards (of the weight
+        average with ``config.ema``)."""
+        with self._averaged():
+            return self._evaluate()
+
+    def _evaluate(self) -> dict:
         self.model.eval()
         device = self.runtime.device
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
