@@ -7,13 +7,16 @@ float network as `radixsnn train --amp` uses it), after ``--warmup`` untimed ste
 
 * ``train``: the float network, cross-entropy (what `radixsnn train` does per step);
 * ``finetune``: its calibrated QANN at ``--time-steps``, distilled from the float network (what
-  `radixsnn finetune` does per step with its defaults).
+  `radixsnn finetune` does per step with its defaults);
+* ``plain``: the float network's step written out by hand (normalize, channels_last under bf16,
+  autocast, forward, cross-entropy, backward, SGD) without the trainer: the baseline that shows what
+  the trainer's loop itself costs.
 
 Printed: images/s of each and the ratio bf16 / float32. Weights are random (speed does not depend
 on them); nothing is read from disk.
 
-    python benchmarks/training.py [--models vgg16,resnet20] [--steps 20] [--warmup 3] [--batch-size 128]
-                                  [--time-steps 4] [--threads N] [--json FILE]
+    python benchmarks/training.py [--models vgg16,resnet20] [--kinds train,finetune,plain] [--steps 20]
+                                  [--warmup 3] [--batch-size 128] [--time-steps 4] [--threads N] [--json FILE]
 """
 from __future__ import annotations
 
@@ -44,11 +47,43 @@ def steps_per_second(make_trainer, steps: int, warmup: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
+KINDS = ("train", "finetune", "plain")
+
+
+def plain_rate(model, cfg, amp: str | None, args, images, labels) -> float:
+    """Images per second of a hand-written float training step (the ``plain`` kind)."""
+    channels_last = use_channels_last(Runtime(torch.device("cpu")), amp)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    b = args.batch_size
+
+    def step(i: int) -> None:
+        x = normalize(images[i * b : (i + 1) * b], cfg.mean, cfg.std)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), labels[i * b : (i + 1) * b])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for i in range(args.warmup):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        step(i)
+    return args.steps * b / (time.perf_counter() - t0)
+
+
 def measure(name: str, kind: str, amp: str | None, args, images, labels) -> float:
-    """Images per second of ``kind`` ("train" or "finetune") training of model ``name``."""
+    """Images per second of ``kind`` ("train", "finetune" or "plain") training of model ``name``."""
     runtime = Runtime(torch.device("cpu"))
     cfg = model_config(name)
     model = rs.create_model(name)
+    if kind == "plain":
+        return plain_rate(model, cfg, amp, args, images, labels)
 
     def make_trainer(steps: int) -> Trainer:
         loader = DeviceLoader(images[: steps * args.batch_size], labels[: steps * args.batch_size],
@@ -71,7 +106,7 @@ def measure(name: str, kind: str, amp: str | None, args, images, labels) -> floa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="vgg16,resnet20")
-    p.add_argument("--kinds", default="train,finetune")
+    p.add_argument("--kinds", default=",".join(KINDS), help="comma-separated, of: " + ", ".join(KINDS))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=128)
@@ -79,6 +114,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="also write the rows as JSON")
     args = p.parse_args()
+    unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
+    if unknown:
+        p.error(f"--kinds: unknown {', '.join(unknown)} (choose from {', '.join(KINDS)})")
     if args.threads:
         torch.set_num_threads(args.threads)
     n = max(args.steps, args.warmup) * args.batch_size
