@@ -25,6 +25,8 @@ from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError
 
 ENGINES = ("spikes", "integer")
+
+
 @dataclass
 class EngineResult:
     """What an engine computed for a batch of images.

@@ -30,6 +30,8 @@ from radixsnn.outputs import write_text
 from radixsnn.training.state import RunState, code_version, save_run
 
 SCHEDULES = ("step", "cosine", "constant")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation settings; stored in every checkpoint."""
@@ -199,12 +201,10 @@ class Trainer:
         if self.average is not None and state.training_state is None:
             raise ConfigError("state", "holds no trained weights beside the average (saved without --ema?)")
         try:
-            if self.average is not None:
-                self.model.load_state_dict(state.model_state)
+            self.model.load_state_dict(state.model_state)
+            if self.average is not None:  # the file's model keys hold the average
                 self.average = self._state_copy()
                 self.model.load_state_dict(state.training_state)
-            else:
-                self.model.load_state_dict(state.model_state)
             self.optimizer.load_state_dict(state.optimizer_state)
             if self.scaler is not None and state.meta.get("scaler"):
                 self.scaler.load_state_dict(state.meta["scaler"])
