@@ -111,6 +111,8 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["finetune", *w, "-T", "4", "--mixup", "-1", "--out", o], "--mixup"),
         (["finetune", *w, "-T", "4", "--distill-temperature", "0", "--out", o], "--distill-temperature"),
         (["finetune", *w, "-T", "4", "--distill-temperature", "inf", "--out", o], "--distill-temperature"),
+        (["finetune", *w, "-T", "4", "--ema", "1", "--out", o], "--ema must lie in [0, 1)"),
+        (["train", "--model", "resnet20", "--epochs", "1", "--ema", "-0.5", "--out", o], "--ema must lie in [0, 1)"),
         (["finetune", *w, "-T", "4", "--amp", "fp16", "--device", "cpu", "--out", o], "--amp fp16 needs a CUDA device"),
         (["train", "--model", "resnet20", "--epochs", "1", "--amp", "int8", "--out", o], "--amp invalid choice"),
         (["finetune", *w, "-T", "0", "--out", o], "--time-steps must be an integer in 1..16"),

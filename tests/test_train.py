@@ -122,7 +122,7 @@ def test_resume_extends_a_finished_run_and_keeps_best_consistent(tmp_path):
     assert best["test_acc"] == max(accs) and best["epoch"] == accs.index(max(accs)) + 1
 
 
-def test_weight_average_is_what_the_run_evaluates_saves_and_resumes(tmp_path, monkeypatch, interrupt_second_epoch):
+def test_weight_average_is_what_the_run_evaluates_saves_and_resumes(tmp_path, monkeypatch, interrupt_second_epoch, capsys):
     """--ema D: the average a <- d a + (1 - d) w after every step (d = min(D, (1 + n) / (10 + n))) is the
     model of the checkpoints and evaluations; the trained weights ride along under training/ for resume."""
     names = [n for n, _ in create_model("resnet20", num_classes=10).named_parameters()]
@@ -164,6 +164,11 @@ def test_weight_average_is_what_the_run_evaluates_saves_and_resumes(tmp_path, mo
     assert history(tmp_path / "avg") == history(tmp_path / "stopped")
     with pytest.raises(RadixSNNError, match="^ema must lie in"):
         TrainConfig(epochs=1, ema=1.0)
+    # A checkpoint of an --ema run without its trained weights cannot be resumed: one line, exit 2.
+    state = load_run(tmp_path / "stopped" / "last.safetensors")
+    save_run(tmp_path / "stopped" / "last", state.model_state, state.meta, state.optimizer_state)
+    assert main(["train", "--out", str(tmp_path / "stopped"), "--resume", "--epochs", "3", "--no-progress"]) == 2
+    assert "holds no trained weights beside the average" in capsys.readouterr().err
 
 
 def test_resume_rejects_a_changed_option(tmp_path, capsys):
