@@ -6,7 +6,7 @@ from pathlib import Path
 
 from radixsnn.cli.options import add_float_model_args, check_fits_dataset, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.convert import quantize
-from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, SHIFTS, WEIGHT_GRIDS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import calibration_images
 from radixsnn.models.weights import file_sha256
@@ -31,6 +31,11 @@ def register(sub) -> None:
     p.add_argument("--shift", choices=SHIFTS, default=DEFAULT_SHIFT,
                    help="one shift dT per output channel, each neuron's train delayed to keep the layer's aligned, "
                    f"or one per layer (default {DEFAULT_SHIFT})")
+    p.add_argument("--weight-grid", choices=WEIGHT_GRIDS, default=DEFAULT_WEIGHT_GRID,
+                   help="the shift dT that sets a layer's weight grid: mse = least squared weight error, the largest weights clipped; "
+                   "max = the largest shift that clips no weight" f" (default {DEFAULT_WEIGHT_GRID})")
+    p.add_argument("--gains", choices=GAINS, default=DEFAULT_GAINS,
+                   help="shortcut gains: delayed = b-bit weights on spikes delayed k steps (gain m 2^k); plain = b-bit weights" f" (default {DEFAULT_GAINS})")
     p.add_argument("--calib", default="mse", help="calibration: 'mse' (default) or 'percentile:P', e.g. percentile:99.99")
     p.add_argument("--calib-images", type=positive_int, default=1024, help="training images used for calibration (default 1024)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the calibration-image draw (default 0)")
@@ -48,7 +53,8 @@ def run(args) -> int:
     model = load_float_model(args)
     t0 = time.perf_counter()
     qann = quantize(model, args.time_steps, weight_bits=args.weight_bits, input_bits=args.input_bits,
-                    act_scale=args.act_scale, shift=args.shift).to(device)
+                    act_scale=args.act_scale, shift=args.shift,
+                    weight_grid=args.weight_grid, gains=args.gains).to(device)
     check_fits_dataset(qann.graph, args.dataset)
     qann.calibrate(calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed).to(device),
                    method=args.calib)
@@ -69,15 +75,21 @@ def run(args) -> int:
 
 
 def describe(snn) -> str:
-    """A table of the SNN's layers: kind, shape, shift dT, weight range, activation scale."""
-    rows = [f"{'layer':<22} {'kind':<8} {'shape':<14} {'dT':>5} {'|w|max':>7} {'scale':>10}"]
+    """A table of the SNN's layers: kind, shape, shift dT, weight range (a shortcut's gains ``m 2^k``: its
+    weights ``m``), largest delay ``k`` of its delayed spikes, activation scale."""
+    rows = [f"{'layer':<22} {'kind':<8} {'shape':<14} {'dT':>5} {'|w|max':>7} {'delay':>5} {'scale':>10}"]
     for node in snn.graph.nodes:
         dt = snn.delta_t.get(node.name, "")
         if isinstance(dt, list):  # one shift per channel: their range
             dt = f"{min(dt)}-{max(dt)}" if min(dt) != max(dt) else dt[0]
-        wmax = max((int(snn.weights[t.param].abs().max()) for t in node.terms), default="")
+        wmax, delay = "", ""
+        for t in node.terms:
+            w, k = snn.split_gain(t.param) if t.op == "select" else (snn.weights[t.param], None)
+            wmax = max(int(w.abs().max()), 0 if wmax == "" else wmax)
+            if k is not None:
+                delay = max(int(k.max()), 0 if delay == "" else delay)
         scale = snn.scales.get(node.name)
         scale = f"{float(scale.mean()):.4g}" if scale is not None else ""
-        rows.append(f"{node.name:<22} {node.kind:<8} {'x'.join(map(str, node.shape)):<14} {dt!s:>5} {wmax!s:>7} {scale:>10}")
+        rows.append(f"{node.name:<22} {node.kind:<8} {'x'.join(map(str, node.shape)):<14} {dt!s:>5} {wmax!s:>7} {delay!s:>5} {scale:>10}")
     rows.append(f"T = {snn.time_steps}, weights {snn.weight_bits} bits, input {snn.input_bits} bits")
     return "\n".join(rows)

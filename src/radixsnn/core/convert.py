@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from radixsnn.core.inputs import model_input_shape, model_normalization
-from radixsnn.core.qann import DEFAULT_ACT_SCALE, DEFAULT_SHIFT, QANN
+from radixsnn.core.qann import DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, QANN
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.core.trace import trace_graph
 from radixsnn.errors import ConfigError
@@ -31,6 +31,8 @@ def quantize(
     weight_bits: int = 8,
     act_scale: str = DEFAULT_ACT_SCALE,
     shift: str = DEFAULT_SHIFT,
+    weight_grid: str = DEFAULT_WEIGHT_GRID,
+    gains: str = DEFAULT_GAINS,
     input_bits: int = 8,
     input_shape: Sequence[int] | None = None,
     mean: Sequence[float] | None = None,
@@ -41,7 +43,10 @@ def quantize(
     ``act_scale`` is ``"channel"`` (one activation scale per output channel), ``"layer"`` or ``"auto"``
     (per channel when ``time_steps < weight_bits``, see :func:`~radixsnn.core.qann.resolve_act_scale`); ``shift="channel"``
     gives every output channel its own shift ``dT`` (its weights use their whole b-bit range; the neurons'
-    trains are delayed to stay aligned), ``"layer"`` one shift per layer.
+    trains are delayed to stay aligned), ``"layer"`` one shift per layer. ``weight_grid="mse"`` picks each
+    shift by the least squared weight error (clipping the largest weights), ``"max"`` as the largest
+    that clips none; ``gains="delayed"`` makes shortcut gains b-bit weights on delayed spikes (``m 2^k``),
+    ``"plain"`` plain b-bit weights (see :class:`~radixsnn.core.qann.QANN`).
     Traced with torch.fx; ``model`` is not modified. ``mean`` / ``std`` (the input normalization, per
     channel) and ``input_shape`` (one image's ``(C, H, W)``) default to the model's registry config
     (:func:`radixsnn.create_model`); ``mean`` and ``std`` are required for any other model. The activation
@@ -59,7 +64,8 @@ def quantize(
     if len(mean) != shape[0]:
         raise ConfigError("mean", f"has {len(mean)} channels but the input has {shape[0]}")
     graph, params = trace_graph(model, shape, mean, std)
-    qann = QANN(graph, time_steps, weight_bits=weight_bits, input_bits=input_bits, act_scale=act_scale, shift=shift)
+    qann = QANN(graph, time_steps, weight_bits=weight_bits, input_bits=input_bits, act_scale=act_scale, shift=shift,
+                weight_grid=weight_grid, gains=gains)
     qann.load_float_params(params)
     return qann
 

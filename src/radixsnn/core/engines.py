@@ -127,13 +127,24 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
 
 def _currents(snn: IntegerSNN, node: Node, trains: dict[str, torch.Tensor], device) -> torch.Tensor:
     """Synaptic input per time step ``(T_in, N, ...)`` (integer-valued float32) of a neuron/readout."""
-    steps = max(trains[t.src].shape[0] for t in node.terms)
-    total = None
+    parts = []
     for t in node.terms:
         s = trains[t.src]
-        w = snn.weights[t.param].to(device=device, dtype=torch.float32)
+        w, delay = snn.weights[t.param], None
+        if t.op == "select":  # gains m 2^k: weights m on spikes that arrive k steps late
+            w, delay = snn.split_gain(t.param)
         flat = s.reshape(s.shape[0] * s.shape[1], *s.shape[2:])
-        cur = synapse(t, flat, w).view(s.shape[0], s.shape[1], *node.shape)
+        cur = synapse(t, flat, w.to(device=device, dtype=torch.float32)).view(s.shape[0], s.shape[1], *node.shape)
+        if delay is not None and bool(delay.any()):
+            late = cur.new_zeros(cur.shape[0] + int(delay.max()), *cur.shape[1:])
+            for k in delay.unique().tolist():
+                channels = (delay == k).nonzero().flatten().to(device)
+                late[k:k + cur.shape[0]].index_copy_(2, channels, cur.index_select(2, channels))
+            cur = late
+        parts.append(cur)
+    steps = max(cur.shape[0] for cur in parts)
+    total = None
+    for cur in parts:
         if cur.shape[0] < steps:
             cur = torch.cat([cur, cur.new_zeros(steps - cur.shape[0], *cur.shape[1:])])
         total = cur if total is None else total + cur

@@ -56,7 +56,8 @@ def radix_lif(
 
     Args:
         currents: integer-valued tensor ``(T_in, ...)``, the synaptic input ``sum_n i_n(t) w_n`` of each
-            step; ``T_in <= T'`` (the input must arrive within the window).
+            step; every neuron's input must arrive within its own window (``T_in <= T + dT_i``, delayed
+            spikes included: later currents must be zero).
         bias: integer initial potential ``b`` (broadcast against ``currents[0]``).
         time_steps: ``T``, the length of the output train.
         delta_t: ``dT``, the number of extra (drain) steps; the output is worth ``floor(X / 2^dT)``. A tensor
@@ -75,8 +76,7 @@ def radix_lif(
     longest = int(delta_t.max()) if per_neuron else int(delta_t)
     window = time_steps + longest
     steps_in = currents.shape[0]
-    if steps_in > time_steps + (int(delta_t.min()) if per_neuron else longest):
-        raise ConfigError("currents", f"has {steps_in} input steps, which do not fit a window of T + dT = {window} steps")
+    _check_window(currents, time_steps, delta_t)
     currents = currents.to(state_dtype)
     v = torch.as_tensor(bias, device=currents.device).to(state_dtype).expand_as(currents[0]).clone()
     if not per_neuron:
@@ -125,6 +125,24 @@ def neuron_output_value(x: torch.Tensor, time_steps: int, delta_t: int | torch.T
     return torch.clamp(torch.div(x, scale, rounding_mode="floor"), 0, (1 << time_steps) - 1)
 
 
+def _check_window(currents: torch.Tensor, time_steps: int, delta_t: int | torch.Tensor) -> None:
+    """Every neuron's input must arrive within its own window of ``T + dT_i`` steps (delayed spikes
+    make a layer's currents longer than its shortest window; they must be zero past each neuron's)."""
+    steps_in = currents.shape[0]
+    dt = torch.as_tensor(delta_t, dtype=torch.int64, device=currents.device)
+    shortest = time_steps + int(dt.min())
+    if steps_in > time_steps + int(dt.max()):
+        raise ConfigError("currents", f"has {steps_in} input steps, which do not fit a window of T + dT = "
+                                      f"{time_steps + int(dt.max())} steps")
+    if steps_in <= shortest:
+        return
+    ends = (time_steps + dt).expand_as(currents[0])
+    late = torch.arange(shortest, steps_in, device=currents.device).view(-1, *([1] * ends.dim())) >= ends
+    if bool((currents[shortest:] * late).any()):
+        raise ConfigError("currents", f"has input after the end of a neuron's window of T + dT steps "
+                                      f"({steps_in} input steps, shortest window {shortest})")
+
+
 def radix_lif_fused(
     currents: torch.Tensor,
     bias: torch.Tensor,
@@ -146,8 +164,7 @@ def radix_lif_fused(
     cur = currents.reshape(steps_in, n, per_image).to(torch.float32).contiguous()
     b = torch.as_tensor(bias).to(torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
     dt = torch.as_tensor(delta_t, dtype=torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
-    if steps_in > time_steps + int(dt.min()):
-        raise ConfigError("currents", f"has {steps_in} input steps, more than a window of T + dT steps")
+    _check_window(currents, time_steps, delta_t)
     out = torch.empty((time_steps, n, per_image), dtype=torch.float32)
     counts = torch.zeros((n, per_image), dtype=torch.int64)
     kernel(cur.numpy(), b.numpy(), dt.numpy(), out.numpy(), counts.numpy(), time_steps, int(dt.max()))

@@ -7,8 +7,12 @@ float (BatchNorm-folded) weights ``W``, bias ``B`` and input scales ``s_in``:
 * ``dT`` is the largest shift with ``max |W s_in / s_out| 2^dT <= 2^(b-1) - 1`` (and ``>= T_in - T``
   so the input trains fit the window), the maximum taken over each output channel's weights
   (``shift="channel"``, the default: each neuron drains its own number of steps, its train delayed to
-  stay aligned with the layer's) or over the whole layer (``shift="layer"``);
-* integer weights ``w = round(W s_in / s_out 2^dT)``, clamped to ``b`` bits;
+  stay aligned with the layer's) or over the whole layer (``shift="layer"``); with
+  ``weight_grid="mse"`` (the default) it is then the one of least squared weight error among that
+  shift and the next three finer ones, which clip the largest weights;
+* integer weights ``w = round(W s_in / s_out 2^dT)``, clamped to ``b`` bits; a shortcut's gains
+  (select terms) are, with ``gains="delayed"`` (the default), the nearest ``m 2^k`` with ``|m|`` within
+  ``b`` bits: weights ``m`` on spikes delayed ``k`` steps, so the shortcut does not limit ``dT``;
 * integer bias ``beta = round(B 2^dT / s_out) + 2^(dT-1)`` (the offset turns the neuron's floor into
   round-to-nearest);
 * the neuron's output ``q_out = clamp(floor((sum w q_in + beta) / 2^dT), 0, 2^T - 1)``.
@@ -41,9 +45,19 @@ from radixsnn.errors import ConfigError, RadixSNNError, SNNFileError
 ACT_SCALES = ("auto", "channel", "layer")
 #: One shift ``dT`` per output channel (each neuron drains its own number of steps), or one per layer.
 SHIFTS = ("channel", "layer")
-#: The defaults (measured against the per-layer choices in docs/results.md).
+#: How a layer's shift, hence its weight grid, is chosen: the largest that fits every weight in b bits
+#: (``"max"``), or among it and the next three finer ones, the one of least squared weight error, the
+#: largest weights clipped (``"mse"``).
+WEIGHT_GRIDS = ("max", "mse")
+#: Shortcut (select) gains as plain b-bit weights, or as b-bit weights on delayed spikes, ``m 2^k``.
+GAINS = ("delayed", "plain")
+#: The defaults (measured against the other choices in docs/results.md).
 DEFAULT_ACT_SCALE = "auto"
 DEFAULT_SHIFT = "channel"
+DEFAULT_WEIGHT_GRID = "mse"
+DEFAULT_GAINS = "delayed"
+#: Shifts ``dT .. dT + SHIFT_SEARCH - 1`` are tried by ``weight_grid="mse"``.
+SHIFT_SEARCH = 4
 
 
 def resolve_act_scale(act_scale: str, time_steps: int, weight_bits: int) -> str:
@@ -81,11 +95,15 @@ class QANN(nn.Module):
     """
 
     def __init__(self, graph: Graph, time_steps: int, weight_bits: int = 8, input_bits: int = 8,
-                 act_scale: str = DEFAULT_ACT_SCALE, shift: str = DEFAULT_SHIFT):
+                 act_scale: str = DEFAULT_ACT_SCALE, shift: str = DEFAULT_SHIFT, weight_grid: str = DEFAULT_WEIGHT_GRID,
+                 gains: str = DEFAULT_GAINS):
         super().__init__()
-        if shift not in SHIFTS:
-            raise ConfigError("shift", f"must be 'channel' or 'layer', got {shift!r}")
+        for name, value, allowed in (("shift", shift, SHIFTS), ("weight_grid", weight_grid, WEIGHT_GRIDS), ("gains", gains, GAINS)):
+            if value not in allowed:
+                raise ConfigError(name, f"must be one of {', '.join(allowed)}, got {value!r}")
         self.shift = shift
+        self.weight_grid = weight_grid
+        self.gains = gains
         if not isinstance(input_bits, int) or not 1 <= input_bits <= 8:
             raise ConfigError("input_bits", f"must be an integer in 1..8, got {input_bits!r}")
         self.graph = graph
@@ -127,13 +145,17 @@ class QANN(nn.Module):
             "input_bits": self.input_bits,
             "act_scale": self.act_scale,
             "shift": self.shift,
+            "weight_grid": self.weight_grid,
+            "gains": self.gains,
         }
 
     @classmethod
     def from_spec(cls, spec: dict) -> "QANN":
-        # files made before the per-channel shift have one shift per layer
+        # files made before the per-channel shift have one shift per layer; before the weight grids and
+        # delayed gains, the largest weight set dT and gains were plain b-bit weights
         return cls(Graph.from_dict(spec["graph"]), spec["time_steps"], spec["weight_bits"], spec["input_bits"],
-                   spec.get("act_scale", "layer"), spec.get("shift", "layer"))
+                   spec.get("act_scale", "layer"), spec.get("shift", "layer"), spec.get("weight_grid", "max"),
+                   spec.get("gains", "plain"))
 
     @classmethod
     def from_snn(cls, snn: IntegerSNN) -> "QANN | None":
@@ -217,22 +239,49 @@ class QANN(nn.Module):
         longest = max(self._train_length(t.src) for t in node.terms)
         lowest = max(0, longest - self.time_steps)
         view = (-1,) + (1,) * (len(node.shape) - 1)
+        # delayed gains: the shortcut's gains leave dT to the other terms' weights
+        delayed = [self.gains == "delayed" and t.op == "select" for t in node.terms]
+        if all(delayed):
+            delayed = [False] * len(delayed)
+        sizing = [r.detach() for r, d in zip(scaled, delayed) if not d]
         if self.shift == "layer":
-            peak = max(float(r.detach().abs().max()) for r in scaled)
+            peak = max(float(r.abs().max()) for r in sizing)
             dt = self.wq.delta_t(peak, minimum=lowest, maximum=MAX_DELTA_T)
-            weights = [self.wq.quantize(r, dt) for r in scaled]
-            dt_sum = dt
+            if self.weight_grid == "mse":
+                dt = int(self._least_error_shift([r.reshape(1, -1) for r in sizing], torch.tensor([dt]))[0])
+            shift = dt
         else:  # every output channel uses its weights' whole b-bit range
-            peak = torch.stack([r.detach().abs().reshape(r.shape[0], -1).max(1).values for r in scaled]).max(0).values
+            peak = torch.stack([r.abs().reshape(r.shape[0], -1).max(1).values for r in sizing]).max(0).values
             dt = torch.tensor([self.wq.delta_t(float(p), minimum=lowest, maximum=MAX_DELTA_T) for p in peak],
                               dtype=torch.int64, device=peak.device)
-            weights = [self.wq.quantize(r * 2.0 ** dt.double().view(output_channel_view(t)), 0) for r, t in zip(scaled, node.terms)]
-            dt_sum = dt.double().view(view)
+            if self.weight_grid == "mse":
+                dt = self._least_error_shift([r.reshape(r.shape[0], -1) for r in sizing], dt)
+            shift = dt.double()
+        weights = []
+        for r, t, d in zip(scaled, node.terms, delayed):
+            per_channel = shift if isinstance(shift, int) else shift.view(output_channel_view(t))
+            if d:  # a delay k <= dT + T - T_in keeps the delayed train inside the window
+                weights.append(self.wq.quantize_gain(r * 2.0**per_channel, per_channel + self.time_steps - self._train_length(t.src)))
+            else:
+                weights.append(self.wq.quantize(r * 2.0**per_channel, 0))
+        dt_sum = shift if isinstance(shift, int) else shift.view(view)
         b = bias.view(view)
         if correction is not None:
             b = b + correction
         beta = round_ste(b * 2.0**dt_sum / s_out.view(view)) + rounding_offset(dt_sum)
         return weights, beta, dt if self.shift == "layer" else dt.view(view), s_out
+
+    def _least_error_shift(self, rows: list[torch.Tensor], dt: torch.Tensor) -> torch.Tensor:
+        """Per row (output channel), the shift among ``dt .. dt + 3`` whose b-bit grid ``2^-dT`` (weights
+        beyond ``qmax`` clipped) has the least squared weight error. ``dt`` is the largest shift without
+        clipping; ``rows`` are the ratios ``W s_in / s_out``, one (C, n) tensor per synapse term."""
+        errors = []
+        for k in range(SHIFT_SEARCH):
+            d = (dt + k).clamp_max(MAX_DELTA_T).to(rows[0].device)
+            g = (2.0 ** d.double()).view(-1, 1)
+            err = sum(((torch.clamp(torch.floor(r * g + 0.5), -self.wq.qmax, self.wq.qmax) / g - r) ** 2).sum(1) for r in rows)
+            errors.append(err)
+        return (dt + torch.stack(errors).argmin(0).to(dt.device)).clamp_max(MAX_DELTA_T)
 
     def _input_correction(self, node: Node) -> torch.Tensor | None:
         """Per-position bias ``-sum W m`` over in-image taps for terms reading the input (mean folding)."""

@@ -94,6 +94,44 @@ class WeightQuant:
         """Integer-valued (float) weights ``clamp(round(ratio 2^dT))`` with a straight-through gradient."""
         return torch.clamp(round_ste(ratio * 2.0**delta_t), -self.qmax, self.qmax)
 
+    def quantize_gain(self, x: torch.Tensor, max_delay: int | torch.Tensor = MAX_DELTA_T) -> torch.Tensor:
+        """The nearest ``m 2^k`` to ``x`` with ``|m| <= qmax`` and ``0 <= k <= max_delay`` (straight-through
+        gradient): a ``b``-bit synapse whose spikes arrive ``k`` steps late, which multiplies their weight by
+        ``2^k``. ``max_delay`` broadcasts against ``x`` (one per output channel).
+
+        >>> WeightQuant(3).quantize_gain(torch.tensor([1.0, 5.0, 7.0, 33.0, -40.0, 100.0]), max_delay=4).tolist()
+        [1.0, 6.0, 6.0, 32.0, -32.0, 48.0]
+        """
+        target = x.detach()
+        top = torch.as_tensor(max_delay, dtype=target.dtype, device=target.device)
+        low = torch.floor(torch.log2(target.abs().clamp_min(1) / self.qmax)).clamp(min=0)
+        best = None
+        for k in (torch.minimum(low, top), torch.minimum(low + 1, top)):
+            step = 2.0**k
+            v = torch.clamp(torch.floor(target / step + 0.5), -self.qmax, self.qmax) * step
+            best = v if best is None else torch.where((v - target).abs() < (best - target).abs(), v, best)
+        return x + (best - x).detach()
+
+    def split_gain(self, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m, k)`` with ``gain = m 2^k``, ``|m| <= qmax`` and ``k`` the least such delay (int64 tensors);
+        raises ``ValueError`` for a gain that has no such form.
+
+        >>> [t.tolist() for t in WeightQuant(3).split_gain(torch.tensor([0, -3, 6, 8, 48]))]
+        [[0, -3, 3, 2, 3], [0, 0, 1, 2, 4]]
+        """
+        g = gain.to(torch.int64)
+        k = torch.zeros_like(g)
+        while True:
+            big = g.abs() > (self.qmax << k)
+            if not bool(big.any()):
+                break
+            k = k + big.to(torch.int64)
+            if int(k.max()) > 62:
+                raise ValueError("gain out of range")
+        m = torch.div(g, 1 << k, rounding_mode="floor")
+        if not torch.equal(m << k, g):
+            raise ValueError(f"a gain is not a {self.bits}-bit weight times a power of two")
+        return m, k
 
 @dataclass(frozen=True)
 class ActQuant:

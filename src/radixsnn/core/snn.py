@@ -1,6 +1,7 @@
 """The integer radix SNN: graph, integer weights and biases, shifts ``dT``, and its file format.
 
-One ``.snn`` file is a safetensors file: tensors ``w/<term>`` (integer weights), ``b/<node>``
+One ``.snn`` file is a safetensors file: tensors ``w/<term>`` (integer weights; a shortcut's gains
+``m 2^k`` as their b-bit weights ``m``, with ``d/<term>`` their delays ``k``), ``b/<node>``
 (integer biases), ``s/<node>`` (activation / logit scales, for reference) and ``qann/<name>`` (the float
 QANN the SNN was converted from, so results can be checked against it), plus a JSON header in the
 safetensors metadata with the graph, ``T``, bit widths, ``dT`` per layer, the config that made it and a
@@ -9,7 +10,7 @@ SHA-256 ``digest`` over the header and every tensor. Nothing in it is executable
 Loading trusts nothing: the digest must match (a flipped byte is an error, not a wrong result), and
 every header field and tensor is checked before the SNN exists -- known keys only, ``T`` in 1..16,
 ``dT`` in 0..30 and long enough for the input trains, the graph's shapes consistent, integer dtypes,
-weights within their bit width, every layer's largest possible sum exact in float64 (:meth:`IntegerSNN.check`).
+weights within their bit width (gains: ``|m| <= 2^(b-1) - 1``, delays ``k <= dT + T - T_in``), every layer's largest possible sum exact in float64 (:meth:`IntegerSNN.check`).
 """
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from radixsnn.core.graph import Graph
-from radixsnn.core.quant import MAX_DELTA_T, MAX_TIME_STEPS
+from radixsnn.core.quant import MAX_DELTA_T, MAX_TIME_STEPS, WeightQuant
 from radixsnn.errors import RadixSNNError, SNNFileError
 from radixsnn.outputs import atomic_write
 from radixsnn.version import __version__
 
 FORMAT = "radixsnn-snn"
-#: Version 2 added the digest; version-1 files (no digest) still load, with every other check.
-FORMAT_VERSION = 2
+#: Version 2 added the digest, version 3 the delays of shortcut gains (``d/<term>``); version-1 files (no
+#: digest) still load, with every other check.
+FORMAT_VERSION = 3
 HEADER_FIELDS = {"format", "version", "radixsnn", "time_steps", "weight_bits", "input_bits", "delta_t", "graph",
                  "qann_spec", "metadata", "digest"}
 #: Every layer's largest possible integer sum must be exact in float64 (the QANN and the CUDA engines).
@@ -95,7 +97,7 @@ class IntegerSNN:
                     bad(f"weight {t.param} must be an integer tensor")
                 if list(w.shape) != t.weight_shape:
                     bad(f"weight {t.param} has shape {list(w.shape)}, the graph says {t.weight_shape}")
-                if w.numel() and int(w.abs().max()) > qmax:
+                if t.op != "select" and w.numel() and int(w.abs().max()) > qmax:
                     bad(f"weight {t.param} exceeds {self.weight_bits} bits")
                 per_out = int(w.abs().reshape(w.shape[0], -1).sum(1).max())
                 if t.op == "linear" and t.attrs["mode"] == "sumpool":
@@ -117,6 +119,21 @@ class IntegerSNN:
                     bad(f"dT of {node.name} must be an integer in 0..{MAX_DELTA_T} or {node.channels} of them, got {d!r}")
                 if node.kind == "output" and d != 0 or node.kind == "neuron" and d < longest - self.time_steps:
                     bad(f"dT of {node.name} ({d}) does not fit its {longest}-step inputs")
+            for t in node.terms:
+                if t.op == "select":
+                    try:
+                        _, k = self.split_gain(t.param)
+                    except ValueError:
+                        bad(f"gains {t.param} are not {self.weight_bits}-bit weights on delayed spikes (m 2^k)")
+                    room = torch.tensor(shifts if len(shifts) == node.channels else shifts * node.channels) \
+                        + self.time_steps - self.train_length(t.src)
+                    if bool((k > room).any()):
+                        bad(f"gains {t.param}: a delay k exceeds dT + T - T_in, its spikes would arrive after the window")
+
+    def split_gain(self, param: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A select term's gains as ``(m, k)``: b-bit weights ``m`` on spikes delayed by ``k`` steps
+        (``gain = m 2^k``, ``k`` the least delay); ``ValueError`` if a gain has no such form."""
+        return WeightQuant(self.weight_bits).split_gain(self.weights[param].cpu())
 
     def shift(self, name: str, device="cpu") -> int | torch.Tensor:
         """The shift of layer ``name``: an int, or an int64 tensor of one per output channel shaped to
@@ -169,7 +186,11 @@ class IntegerSNN:
         }
         tensors = {}
         wdtype = _weight_dtype(self.weight_bits)
+        selects = {t.param for n in self.graph.layers for t in n.terms if t.op == "select"}
         for k, v in self.weights.items():
+            if k in selects:
+                v, delay = self.split_gain(k)
+                tensors[f"d/{k}"] = delay.to(torch.uint8).contiguous()
             tensors[f"w/{k}"] = v.to(wdtype).contiguous().cpu()
         for k, v in self.biases.items():
             tensors[f"b/{k}"] = v.to(torch.int64).contiguous().cpu()
@@ -241,7 +262,7 @@ def _read_header(raw: str) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise SNNFileError("not a radixsnn SNN header (wrong format tag)")
     version = header.get("version")
-    if version not in (1, 2):
+    if version not in (1, 2, 3):
         raise SNNFileError(f"format version {version!r} is not one this radixsnn reads (1..{FORMAT_VERSION})")
     required = HEADER_FIELDS - ({"digest"} if version == 1 else set())
     unknown, missing = set(header) - HEADER_FIELDS, required - set(header)
@@ -258,7 +279,7 @@ def _read_header(raw: str) -> dict:
 
 def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerSNN":
     graph = Graph.from_dict(header["graph"])
-    groups: dict[str, dict[str, torch.Tensor]] = {"w/": {}, "b/": {}, "s/": {}, "qann/": {}}
+    groups: dict[str, dict[str, torch.Tensor]] = {"w/": {}, "d/": {}, "b/": {}, "s/": {}, "qann/": {}}
     for name, t in tensors.items():
         prefix = next((p for p in groups if name.startswith(p)), None)
         if prefix is None:
@@ -267,13 +288,18 @@ def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerS
     wdtype = _weight_dtype(header["weight_bits"]) if isinstance(header["weight_bits"], int) else None
     if any(w.dtype != wdtype for w in groups["w/"].values()):
         raise SNNFileError(f"weights must be stored as {wdtype}")
+    weights = {k: v.to(torch.int64) for k, v in groups["w/"].items()}
+    for k, delay in groups["d/"].items():
+        if k not in weights or delay.dtype != torch.uint8 or delay.shape != weights[k].shape or (delay.numel() and int(delay.max()) > 62):
+            raise SNNFileError(f"delays d/{k} must be uint8 beside their weights, of their shape")
+        weights[k] = weights[k] << delay.to(torch.int64)
     spec, state = header["qann_spec"], groups["qann/"] or None
     snn = cls(
         graph=graph,
         time_steps=header["time_steps"],
         weight_bits=header["weight_bits"],
         input_bits=header["input_bits"],
-        weights={k: v.to(torch.int64) for k, v in groups["w/"].items()},
+        weights=weights,
         biases=groups["b/"],
         delta_t=dict(header["delta_t"]),
         scales=groups["s/"],
@@ -285,9 +311,10 @@ def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerS
         raise SNNFileError("the QANN's description and its tensors must come together")
     if spec is not None:
         keys = {"graph", "time_steps", "weight_bits", "input_bits", "act_scale"}
-        if not keys <= set(spec) <= keys | {"shift"} or spec["graph"] != header["graph"] \
+        if not keys <= set(spec) <= keys | {"shift", "weight_grid", "gains"} or spec["graph"] != header["graph"] \
                 or [spec[k] for k in ("time_steps", "weight_bits", "input_bits")] != [header[k] for k in ("time_steps", "weight_bits", "input_bits")] \
-                or spec["act_scale"] not in ("layer", "channel") or spec.get("shift", "layer") not in ("layer", "channel"):
+                or spec["act_scale"] not in ("layer", "channel") or spec.get("shift", "layer") not in ("layer", "channel") \
+                or spec.get("weight_grid", "max") not in ("max", "mse") or spec.get("gains", "plain") not in ("plain", "delayed"):
             raise SNNFileError("the stored QANN does not describe this SNN")
         if any(not v.dtype.is_floating_point or not bool(torch.isfinite(v).all()) for v in state.values()):
             raise SNNFileError("the stored QANN's tensors must be finite floats")

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
-from radixsnn.core.qann import DEFAULT_ACT_SCALE, DEFAULT_SHIFT
+from radixsnn.core.qann import DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID
 from radixsnn.core.quant import ActQuant, WeightQuant
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
@@ -61,6 +61,8 @@ def sweep(
     std=None,
     act_scale: str = DEFAULT_ACT_SCALE,
     shift: str = DEFAULT_SHIFT,
+    weight_grid: str = DEFAULT_WEIGHT_GRID,
+    gains: str = DEFAULT_GAINS,
 ) -> list[dict]:
     """One row per (weight bits, T, mode): accuracy, QANN agreement, operations and efficiency.
 
@@ -91,7 +93,7 @@ def sweep(
         bar.set_postfix(bits=bits, T=steps)
         start = time.perf_counter()
         qann = quantize(model, steps, weight_bits=bits, input_shape=tuple(images.shape[1:]), mean=mean, std=std,
-                        act_scale=act_scale, shift=shift)
+                        act_scale=act_scale, shift=shift, weight_grid=weight_grid, gains=gains)
         qann.calibrate(calib_images, method=calib, progress=False)
         modes = [("post-training", 0)] + ([("fine-tuned", finetune_steps)] if finetune_steps else [])
         for mode, n_steps in modes:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.inputs import normalize
-from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, QANN, SHIFTS
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, QANN, SHIFTS, WEIGHT_GRIDS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data.datasets import load_dataset, num_classes
 from radixsnn.data.loader import DeviceLoader
@@ -47,6 +47,8 @@ FINETUNE_DEFAULTS = {
     "input_bits": 8,
     "act_scale": DEFAULT_ACT_SCALE,
     "shift": DEFAULT_SHIFT,
+    "weight_grid": DEFAULT_WEIGHT_GRID,
+    "gains": DEFAULT_GAINS,
     "calib": "mse",
     "calib_images": 1024,
     "epochs": 3,
@@ -69,13 +71,19 @@ FINETUNE_DEFAULTS = {
 }
 
 
-def default_lr(time_steps: int) -> float:
-    """The default base learning rate at T steps: 0.03 for T <= 2, else 1e-3.
+def default_lr(time_steps: int, weight_bits: int = 8) -> float:
+    """The default base learning rate: 0.03 for T <= 2, else 0.01 for weights of 3 bits or fewer, else 1e-3.
 
-    At T = 2 the calibrated QANN starts far below the float network and needs large steps; at larger T
-    it starts close to it, and large steps only disturb it (the measurements are in docs/results.md).
+    At T = 2, or with few weight bits, the calibrated QANN starts far below the float network and needs
+    large steps; otherwise it starts close to it, and large steps only disturb it (the measurements are
+    in docs/results.md).
+
+    >>> default_lr(2), default_lr(8, weight_bits=3), default_lr(8)
+    (0.03, 0.01, 0.001)
     """
-    return 3e-2 if time_steps <= 2 else 1e-3
+    if time_steps <= 2:
+        return 3e-2
+    return 1e-2 if weight_bits <= 3 else 1e-3
 
 
 def float_teacher(model: nn.Module, mean, std, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -136,7 +144,8 @@ def calibrated_qann(float_model: nn.Module, config: dict, train_images: torch.Te
                     progress: bool = True) -> QANN:
     """The calibrated QANN of the float network (the starting point of fine-tuning), from ``config``."""
     qann = quantize(float_model, config["time_steps"], weight_bits=config["weight_bits"],
-                    input_bits=config["input_bits"], act_scale=config["act_scale"], shift=config.get("shift", "layer"))
+                    input_bits=config["input_bits"], act_scale=config["act_scale"], shift=config.get("shift", "layer"),
+                    weight_grid=config.get("weight_grid", "max"), gains=config.get("gains", "plain"))
     classes = num_classes(config["dataset"])
     if qann.graph.output.channels != classes or qann.graph.input.shape != list(train_images.shape[1:]):
         raise ConfigError("dataset", f"{config['dataset']} ({classes} classes, images {list(train_images.shape[1:])}) does "
@@ -189,10 +198,13 @@ def finetune_run(
             raise ConfigError("act_scale", f"must be one of {', '.join(ACT_SCALES)}, got {config['act_scale']!r}")
         if config.get("shift", "layer") not in SHIFTS:
             raise ConfigError("shift", f"must be one of {', '.join(SHIFTS)}, got {config['shift']!r}")
+        for key, allowed, old in (("weight_grid", WEIGHT_GRIDS, "max"), ("gains", GAINS, "plain")):
+            if config.get(key, old) not in allowed:
+                raise ConfigError(key, f"must be one of {', '.join(allowed)}, got {config[key]!r}")
         if not isinstance(config["input_bits"], int) or not 1 <= config["input_bits"] <= 8:
             raise ConfigError("input_bits", f"must be an integer in 1..8, got {config['input_bits']!r}")
         if config["lr"] is None:
-            config["lr"] = default_lr(config["time_steps"])
+            config["lr"] = default_lr(config["time_steps"], config["weight_bits"])
         tc = train_config(config)
         # Loaded once (before the data, so a bad file fails at once): the start of a new run, the
         # distillation teacher and the final float accuracy. A resumed run goes on without the file
