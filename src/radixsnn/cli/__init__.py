@@ -24,6 +24,7 @@ COMMANDS = [
     "rmse",
     "rate",
     "sweep",
+    "search",
     "ops",
     "report",
     "reproduce",

@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, check_fits_dataset, load_float_model, nonnegative_int, positive_int
+from radixsnn.cli.options import add_float_model_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.convert import quantize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, SHIFTS, WEIGHT_GRIDS
-from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
+from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
 from radixsnn.data import calibration_images
 from radixsnn.models.weights import file_sha256
 from radixsnn.outputs import check_file
@@ -22,8 +22,11 @@ def register(sub) -> None:
         "and write the integer radix SNN (weights, biases, shifts, graph) as one safetensors file.",
     )
     add_float_model_args(p)
-    p.add_argument("--time-steps", "-T", type=int, required=True, help="T, the length of every spike train (1..16)")
-    p.add_argument("--weight-bits", type=int, default=8, help="signed integer weight width (default 8)")
+    p.add_argument("--time-steps", "-T", type=layer_values, required=True, metavar="T|default=T,LAYER=T,...|FILE.json",
+                   help="T, the length of every spike train (1..16), or one per layer: a default and exceptions, "
+                   "layers named as in the model (layer3.2.conv2) or the graph (layer3_2_conv2), or a JSON file of them")
+    p.add_argument("--weight-bits", type=layer_values, default=8, metavar="B|default=B,LAYER=B,...|FILE.json",
+                   help="signed integer weight width (default 8), or one per layer as for --time-steps")
     p.add_argument("--input-bits", type=int, default=8,
                    help="pixel train length: 8 = exact uint8 pixels (default), fewer = the top bits only")
     p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
@@ -46,8 +49,8 @@ def register(sub) -> None:
 
 def run(args) -> int:
     check_file(args.out, "out")
-    ActQuant(args.time_steps)
-    WeightQuant(args.weight_bits)
+    check_each(args.time_steps, ActQuant)
+    check_each(args.weight_bits, WeightQuant)
     Calibration.parse(args.calib)
     device = resolve_device(args.device)
     model = load_float_model(args)
@@ -92,4 +95,7 @@ def describe(snn) -> str:
         scale = f"{float(scale.mean()):.4g}" if scale is not None else ""
         rows.append(f"{node.name:<22} {node.kind:<8} {'x'.join(map(str, node.shape)):<14} {dt!s:>5} {wmax!s:>7} {delay!s:>5} {scale:>10}")
     rows.append(f"T = {snn.time_steps}, weights {snn.weight_bits} bits, input {snn.input_bits} bits")
+    for what, values in (("T", snn.layer_time_steps), ("weight bits", snn.layer_weight_bits)):
+        if values:
+            rows.append(f"{what} per layer: " + ", ".join(f"{k}={v}" for k, v in values.items()))
     return "\n".join(rows)

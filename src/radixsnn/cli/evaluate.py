@@ -92,8 +92,8 @@ def summary(res: dict) -> str:
     rows = [
         ("images", res["images"]),
         ("engine", res["engine"]),
-        ("time steps T", res["time_steps"]),
-        ("weight bits", res["weight_bits"]),
+        ("time steps T", _with_layers(res["time_steps"], res["layer_time_steps"])),
+        ("weight bits", _with_layers(res["weight_bits"], res["layer_weight_bits"])),
         ("SNN accuracy", pct(res["accuracy"])),
         ("QANN accuracy", pct(res["qann_accuracy"])),
         ("float accuracy", pct(res["fp_accuracy"]) if res["fp_accuracy"] is not None else f"n/a ({res['fp_check']})"),
@@ -106,3 +106,8 @@ def summary(res: dict) -> str:
     rows.append(("engine seconds", f"{res['seconds']:.1f}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _with_layers(default: int, layers: dict) -> str:
+    """``6``, or ``6 (layer3_2_conv2=3, ...)`` where layers differ from the default."""
+    return str(default) if not layers else f"{default} ({', '.join(f'{k}={v}' for k, v in layers.items())})"

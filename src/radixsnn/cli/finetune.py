@@ -9,7 +9,7 @@ converted to the integer SNN ``OUT/model.snn`` and simulated on the test set by 
 """
 from __future__ import annotations
 
-from radixsnn.cli.options import add_model_spec_args, positive_float, positive_int, unit_float
+from radixsnn.cli.options import add_model_spec_args, layer_values, positive_float, positive_int, unit_float
 from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.qann import ACT_SCALES, GAINS, SHIFTS, WEIGHT_GRIDS
@@ -31,8 +31,10 @@ def register(subparsers) -> None:
     )
     add_model_spec_args(p, required=False)
     p.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {FINETUNE_DEFAULTS['dataset']})")
-    p.add_argument("--time-steps", "-T", type=int, help="T, the length of every spike train (1..16; required)")
-    p.add_argument("--weight-bits", type=int, help=f"signed integer weight width (default {FINETUNE_DEFAULTS['weight_bits']})")
+    p.add_argument("--time-steps", "-T", type=layer_values, metavar="T|default=T,LAYER=T,...|FILE.json",
+                   help="T, the length of every spike train (1..16; required), or one per layer as in convert")
+    p.add_argument("--weight-bits", type=layer_values, metavar="B|default=B,LAYER=B,...|FILE.json",
+                   help=f"signed integer weight width (default {FINETUNE_DEFAULTS['weight_bits']}), or one per layer as in convert")
     p.add_argument("--input-bits", type=int, help=f"pixel train length, 8 = exact pixels (default {FINETUNE_DEFAULTS['input_bits']})")
     p.add_argument(
         "--act-scale", choices=ACT_SCALES,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -74,6 +75,41 @@ def json_object(text: str) -> dict:
         raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r} ({exc})") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object such as '{{\"num_classes\": 100}}', got {text!r}")
+    return value
+
+
+def layer_values(text: str) -> int | dict:
+    """One integer (``4``), a per-layer assignment (``default=4,layer3.2.conv2=6``) or a JSON file of one
+    (``{"default": 4, "layer3_2_conv2": 6}``, as ``radixsnn search`` writes); an argparse ``type``. The
+    layer names are checked against the model when it is quantized."""
+    text = text.strip()
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if "=" not in text:
+        path = Path(text)
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"must be an integer, 'default=V,LAYER=V,...' or a JSON file, got {text!r}")
+        try:
+            value = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(f"{text}: not a JSON file of per-layer values ({exc})") from None
+        if not isinstance(value, dict) or "default" not in value or \
+                not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+            raise argparse.ArgumentTypeError(f"{text}: must hold a JSON object of integers with a 'default'")
+        return value
+    value = {}
+    for part in text.split(","):
+        name, sep, v = part.partition("=")
+        try:
+            value[name.strip()] = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be 'default=V,LAYER=V,...' with integer values, got {part!r}") from None
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"must be 'default=V,LAYER=V,...', got {part!r}")
+    if "default" not in value:
+        raise argparse.ArgumentTypeError(f"a per-layer assignment needs a 'default=V', got {text!r}")
     return value
 
 

@@ -115,7 +115,7 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         if node.kind == "output":
             return acc.round().to(torch.int64)
         # exact: multiplying by 2^-dT and flooring integer-valued floats loses nothing
-        q = acc.mul_(2.0 ** -snn.shift(node.name, device)).floor_().clamp_(0, (1 << snn.time_steps) - 1)
+        q = acc.mul_(2.0 ** -snn.shift(node.name, device)).floor_().clamp_(0, (1 << snn.train_length(node.name)) - 1)
         return q.to(torch.float32)
 
     def maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +183,7 @@ def run_spikes(snn: IntegerSNN, images: torch.Tensor, chunk: int | None = None) 
     """Simulate every time step of every neuron, in chunks of ``chunk`` images (default: 128 image-steps
     per convolution); counts the spikes of every spiking node."""
     _check_images(snn, images)
-    chunk = chunk or max(1, _STEP_BATCH // max(snn.time_steps, snn.input_bits))
+    chunk = chunk or max(1, _STEP_BATCH // snn.longest_train)
     result = EngineResult(logits=torch.empty(0))
     logits = []
     for part in images.split(chunk):
@@ -204,13 +204,14 @@ def _run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         currents = _currents(snn, node, trains, device)
         if node.kind == "output":
             return radix_readout(currents.to(torch.int64), _bias(snn, node, device))
-        fused = radix_lif_fused(currents, _bias(snn, node, device), snn.time_steps, snn.shift(node.name, device))
+        steps = snn.train_length(node.name)
+        fused = radix_lif_fused(currents, _bias(snn, node, device), steps, snn.shift(node.name, device))
         if fused is not None:
             out, per_neuron = fused
             result.spike_maps[node.name] = per_neuron.double()
             result.spikes[node.name] = int(per_neuron.sum())
             return out
-        out, _ = radix_lif(currents, _bias(snn, node, device), snn.time_steps, snn.shift(node.name, device),
+        out, _ = radix_lif(currents, _bias(snn, node, device), steps, snn.shift(node.name, device),
                            state_dtype=_state_dtype(snn, node), out_dtype=torch.float32)
         _count(result, node.name, out)
         return out

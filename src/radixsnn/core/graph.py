@@ -421,3 +421,57 @@ def output_channel_view(term: Term) -> tuple[int, ...]:
     """Shape that broadcasts a per-output-channel vector against the term's weight."""
     n = len(term.weight_shape)
     return (-1,) + (1,) * (n - 1)
+
+
+def per_layer(graph: Graph, value, what: str, kinds: tuple[str, ...] = ("neuron",)) -> tuple[int, dict[str, int]]:
+    """``(default, {layer: value})`` from one integer or a per-layer assignment.
+
+    An assignment is a mapping ``{"default": v, layer: v, ...}``; a layer is named as in the graph
+    (``layer3_2_conv2``) or by the model's module name (``layer3.2.conv2``), and must be one of the
+    graph's nodes of ``kinds``. Layers set to the default are dropped. Ranges are the caller's to check.
+
+    >>> g = Graph.from_dict({"nodes": [
+    ...     {"name": "input", "kind": "input", "shape": [1, 2, 2], "attrs": {"mean": [0.0], "std": [1.0]}},
+    ...     {"name": "a_0", "kind": "neuron", "shape": [3], "terms": [{"src": "input", "op": "linear",
+    ...      "param": "a_0.w", "weight_shape": [3, 4], "attrs": {"mode": "flatten"}}]},
+    ...     {"name": "output", "kind": "output", "shape": [2], "terms": [{"src": "a_0", "op": "linear",
+    ...      "param": "fc.w", "weight_shape": [2, 3], "attrs": {"mode": "flatten"}}]}]})
+    >>> per_layer(g, 4, "time_steps"), per_layer(g, {"default": 4, "a.0": 6}, "time_steps")
+    ((4, {}), (4, {'a_0': 6}))
+    """
+    if isinstance(value, bool):
+        raise ConfigError(what, f"must be an integer or a per-layer assignment, got {value!r}")
+    if isinstance(value, int):
+        return value, {}
+    if not isinstance(value, dict) or "default" not in value:
+        raise ConfigError(what, f"must be an integer or a mapping with a 'default', got {value!r}")
+    names = {n.name for n in graph.nodes if n.kind in kinds}
+    default, layers = value["default"], {}
+    for key, v in value.items():
+        if key == "default":
+            continue
+        name = key if key in names else str(key).replace(".", "_")
+        if name not in names:
+            raise ConfigError(what, f"names a layer {key!r} that the model does not have (its layers: "
+                                    f"{', '.join(sorted(names)[:6])}, ...)")
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise ConfigError(what, f"of layer {key!r} must be an integer, got {v!r}")
+        if v != default:
+            layers[name] = v
+    if not isinstance(default, int) or isinstance(default, bool):
+        raise ConfigError(what, f"default must be an integer, got {default!r}")
+    return default, layers
+
+
+def train_lengths(graph: Graph, time_steps: int, layer_time_steps: dict[str, int], input_bits: int) -> dict[str, int]:
+    """Steps of the trains every spiking node emits: ``input_bits`` for the pixels, a neuron layer's own
+    ``T`` (``layer_time_steps``, else ``time_steps``), a max-pool its source's."""
+    lengths: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.kind == "input":
+            lengths[node.name] = input_bits
+        elif node.kind == "neuron":
+            lengths[node.name] = layer_time_steps.get(node.name, time_steps)
+        elif node.kind == "maxpool":
+            lengths[node.name] = lengths[node.src]
+    return lengths

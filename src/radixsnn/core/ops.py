@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from radixsnn.core.graph import Graph, Term, synapse
+from radixsnn.core.graph import Graph, Term, synapse, train_lengths
 from radixsnn.core.quant import ActQuant
 from radixsnn.errors import ConfigError
 
@@ -271,20 +271,22 @@ def term_fan_in(term: Term, src_shape: Sequence[int] | None = None) -> int:
     return 1
 
 
-def graph_ops(graph: Graph, time_steps: int, input_bits: int = 8) -> int:
+def graph_ops(graph: Graph, time_steps: int, input_bits: int = 8, layer_time_steps: dict[str, int] | None = None) -> int:
     """``ops_graph``: Eq. 24 over the synapse terms of ``graph``, ``sum N M T_src``.
 
-    ``T_src`` is ``input_bits`` for terms reading the pixels, ``time_steps`` otherwise; a ``select``
-    term (shortcut) has ``N = 1`` and counts only the output neurons it does not zero-pad.
+    ``T_src`` is the length of the trains the term reads: ``input_bits`` for the pixels, the source
+    layer's own T (``layer_time_steps``, else ``time_steps``); a ``select`` term (shortcut) has ``N = 1``
+    and counts only the output neurons it does not zero-pad.
     """
     ActQuant(time_steps)  # a radix SNN's T range
+    lengths = train_lengths(graph, time_steps, layer_time_steps or {}, input_bits)
     total = 0
     for node in graph.layers:
         m = 1
         for d in node.shape:
             m *= d
         for t in node.terms:
-            steps = input_bits if graph[t.src].kind == "input" else time_steps
+            steps = lengths[t.src]
             if t.op == "select":  # one synapse per output neuron that reads a source channel
                 chans = t.attrs.get("channels")
                 read = node.shape[0] - sum(t.attrs["pad"]) if chans is None else sum(c >= 0 for c in chans)

@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from radixsnn.core.graph import Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, synapse, walk
+from radixsnn.core.graph import (Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, per_layer,
+                                 synapse, train_lengths, walk)
 from radixsnn.core.inputs import input_affine, normalize, pixel_integers
 from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant, round_ste, rounding_offset
 from radixsnn.core.snn import IntegerSNN
@@ -94,7 +95,7 @@ class QANN(nn.Module):
     SNN computes; :meth:`to_snn` converts it. Build one with :func:`radixsnn.quantize`.
     """
 
-    def __init__(self, graph: Graph, time_steps: int, weight_bits: int = 8, input_bits: int = 8,
+    def __init__(self, graph: Graph, time_steps: int | dict, weight_bits: int | dict = 8, input_bits: int = 8,
                  act_scale: str = DEFAULT_ACT_SCALE, shift: str = DEFAULT_SHIFT, weight_grid: str = DEFAULT_WEIGHT_GRID,
                  gains: str = DEFAULT_GAINS):
         super().__init__()
@@ -107,9 +108,14 @@ class QANN(nn.Module):
         if not isinstance(input_bits, int) or not 1 <= input_bits <= 8:
             raise ConfigError("input_bits", f"must be an integer in 1..8, got {input_bits!r}")
         self.graph = graph
+        time_steps, self.layer_time_steps = per_layer(graph, time_steps, "time_steps")
+        weight_bits, self.layer_weight_bits = per_layer(graph, weight_bits, "weight_bits", ("neuron", "output"))
         self.act = ActQuant(time_steps)
         self.wq = WeightQuant(weight_bits)
+        self._acts = {name: ActQuant(t) for name, t in self.layer_time_steps.items()}
+        self._wqs = {name: WeightQuant(b) for name, b in self.layer_weight_bits.items()}
         self.input_bits = int(input_bits)
+        self._lengths = train_lengths(graph, time_steps, self.layer_time_steps, self.input_bits)
         self.act_scale = act_scale = resolve_act_scale(act_scale, time_steps, weight_bits)
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
@@ -131,6 +137,14 @@ class QANN(nn.Module):
     def time_steps(self) -> int:
         return self.act.time_steps
 
+    def act_of(self, name: str) -> ActQuant:
+        """The activation quantizer of neuron layer ``name`` (its own ``T``)."""
+        return self._acts.get(name, self.act)
+
+    def wq_of(self, name: str) -> WeightQuant:
+        """The weight quantizer of layer ``name`` (its own bit width)."""
+        return self._wqs.get(name, self.wq)
+
     @property
     def weight_bits(self) -> int:
         return self.wq.bits
@@ -141,7 +155,9 @@ class QANN(nn.Module):
         return {
             "graph": self.graph.to_dict(),
             "time_steps": self.time_steps,
+            "layer_time_steps": dict(self.layer_time_steps),
             "weight_bits": self.weight_bits,
+            "layer_weight_bits": dict(self.layer_weight_bits),
             "input_bits": self.input_bits,
             "act_scale": self.act_scale,
             "shift": self.shift,
@@ -153,7 +169,10 @@ class QANN(nn.Module):
     def from_spec(cls, spec: dict) -> "QANN":
         # files made before the per-channel shift have one shift per layer; before the weight grids and
         # delayed gains, the largest weight set dT and gains were plain b-bit weights
-        return cls(Graph.from_dict(spec["graph"]), spec["time_steps"], spec["weight_bits"], spec["input_bits"],
+        graph = Graph.from_dict(spec["graph"])
+        steps = {"default": spec["time_steps"], **spec.get("layer_time_steps", {})}
+        bits = {"default": spec["weight_bits"], **spec.get("layer_weight_bits", {})}
+        return cls(graph, steps, bits, spec["input_bits"],
                    spec.get("act_scale", "layer"), spec.get("shift", "layer"), spec.get("weight_grid", "max"),
                    spec.get("gains", "plain"))
 
@@ -193,15 +212,15 @@ class QANN(nn.Module):
             numel = 1
             for d in node.shape:
                 numel *= d
-            s = _grad_scale(s, (numel / s.numel() * self.act.qmax) ** -0.5)
+            s = _grad_scale(s, (numel / s.numel() * self.act_of(name).qmax) ** -0.5)
         s = s.abs().clamp_min(1e-8)
         clip = node.attrs.get("clip")
         if clip is not None:  # ReLU6 and the like: the neuron saturates at or below the clip
-            s = s.clamp_max(clip / self.act.qmax)
+            s = s.clamp_max(clip / self.act_of(name).qmax)
         return s.expand(node.channels)
 
     def _train_length(self, name: str) -> int:
-        return self.input_bits if self.graph[name].kind == "input" else self.time_steps
+        return self._lengths[name]
 
     def _channel_index(self, node: Node, i: int) -> torch.Tensor:
         key = f"{node.name}/{i}"
@@ -226,10 +245,11 @@ class QANN(nn.Module):
             ratios.append((w * s_in, t))
         bias = self.biases[node.name].double()
         correction = self._input_correction(node)
+        wq = self.wq_of(node.name)
         if node.kind == "output":
             peak = max(float(r.detach().abs().max()) for r, _ in ratios)
-            delta = torch.tensor(peak / self.wq.qmax if peak > 0 else 1.0, dtype=torch.float64, device=bias.device)
-            weights = [self.wq.quantize(r / delta, 0) for r, _ in ratios]
+            delta = torch.tensor(peak / wq.qmax if peak > 0 else 1.0, dtype=torch.float64, device=bias.device)
+            weights = [wq.quantize(r / delta, 0) for r, _ in ratios]
             b = bias.view(-1, *([1] * (len(node.shape) - 1)))
             if correction is not None:
                 b = b + correction
@@ -237,7 +257,8 @@ class QANN(nn.Module):
         s_out = self.scale_of(node.name).double()
         scaled = [r / s_out.view(output_channel_view(t)) for r, t in ratios]
         longest = max(self._train_length(t.src) for t in node.terms)
-        lowest = max(0, longest - self.time_steps)
+        steps = self._train_length(node.name)
+        lowest = max(0, longest - steps)
         view = (-1,) + (1,) * (len(node.shape) - 1)
         # delayed gains: the shortcut's gains leave dT to the other terms' weights
         delayed = [self.gains == "delayed" and t.op == "select" for t in node.terms]
@@ -246,24 +267,24 @@ class QANN(nn.Module):
         sizing = [r.detach() for r, d in zip(scaled, delayed) if not d]
         if self.shift == "layer":
             peak = max(float(r.abs().max()) for r in sizing)
-            dt = self.wq.delta_t(peak, minimum=lowest, maximum=MAX_DELTA_T)
+            dt = wq.delta_t(peak, minimum=lowest, maximum=MAX_DELTA_T)
             if self.weight_grid == "mse":
-                dt = int(self._least_error_shift([r.reshape(1, -1) for r in sizing], torch.tensor([dt]))[0])
+                dt = int(self._least_error_shift(wq, [r.reshape(1, -1) for r in sizing], torch.tensor([dt]))[0])
             shift = dt
         else:  # every output channel uses its weights' whole b-bit range
             peak = torch.stack([r.abs().reshape(r.shape[0], -1).max(1).values for r in sizing]).max(0).values
-            dt = torch.tensor([self.wq.delta_t(float(p), minimum=lowest, maximum=MAX_DELTA_T) for p in peak],
+            dt = torch.tensor([wq.delta_t(float(p), minimum=lowest, maximum=MAX_DELTA_T) for p in peak],
                               dtype=torch.int64, device=peak.device)
             if self.weight_grid == "mse":
-                dt = self._least_error_shift([r.reshape(r.shape[0], -1) for r in sizing], dt)
+                dt = self._least_error_shift(wq, [r.reshape(r.shape[0], -1) for r in sizing], dt)
             shift = dt.double()
         weights = []
         for r, t, d in zip(scaled, node.terms, delayed):
             per_channel = shift if isinstance(shift, int) else shift.view(output_channel_view(t))
             if d:  # a delay k <= dT + T - T_in keeps the delayed train inside the window
-                weights.append(self.wq.quantize_gain(r * 2.0**per_channel, per_channel + self.time_steps - self._train_length(t.src)))
+                weights.append(wq.quantize_gain(r * 2.0**per_channel, per_channel + steps - self._train_length(t.src)))
             else:
-                weights.append(self.wq.quantize(r * 2.0**per_channel, 0))
+                weights.append(wq.quantize(r * 2.0**per_channel, 0))
         dt_sum = shift if isinstance(shift, int) else shift.view(view)
         b = bias.view(view)
         if correction is not None:
@@ -271,7 +292,8 @@ class QANN(nn.Module):
         beta = round_ste(b * 2.0**dt_sum / s_out.view(view)) + rounding_offset(dt_sum)
         return weights, beta, dt if self.shift == "layer" else dt.view(view), s_out
 
-    def _least_error_shift(self, rows: list[torch.Tensor], dt: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _least_error_shift(wq: WeightQuant, rows: list[torch.Tensor], dt: torch.Tensor) -> torch.Tensor:
         """Per row (output channel), the shift among ``dt .. dt + 3`` whose b-bit grid ``2^-dT`` (weights
         beyond ``qmax`` clipped) has the least squared weight error. ``dt`` is the largest shift without
         clipping; ``rows`` are the ratios ``W s_in / s_out``, one (C, n) tensor per synapse term."""
@@ -279,7 +301,7 @@ class QANN(nn.Module):
         for k in range(SHIFT_SEARCH):
             d = (dt + k).clamp_max(MAX_DELTA_T).to(rows[0].device)
             g = (2.0 ** d.double()).view(-1, 1)
-            err = sum(((torch.clamp(torch.floor(r * g + 0.5), -self.wq.qmax, self.wq.qmax) / g - r) ** 2).sum(1) for r in rows)
+            err = sum(((torch.clamp(torch.floor(r * g + 0.5), -wq.qmax, wq.qmax) / g - r) ** 2).sum(1) for r in rows)
             errors.append(err)
         return (dt + torch.stack(errors).argmin(0).to(dt.device)).clamp_max(MAX_DELTA_T)
 
@@ -319,7 +341,7 @@ class QANN(nn.Module):
                 acc = acc + synapse(t, values[t.src].to(dtype), w.to(dtype))
             if node.kind == "output":
                 return acc.double() if exact else acc * scale.to(dtype)
-            return self.act.from_sum(acc, dt)
+            return self.act_of(node.name).from_sum(acc, dt)
 
         return walk(self.graph, self.quantize_input(x, torch.float64 if exact else torch.float32), layer, _maxpool)
 
@@ -390,8 +412,9 @@ class QANN(nn.Module):
             cap = self.graph[name].attrs.get("clip")
             if cap is not None:
                 a = a.clamp(max=cap)
-            clip = torch.stack([rule.clip(row, self.act.qmax) for row in a])
-            self.scales[name].copy_((clip / self.act.qmax).to(self.scales[name]))
+            qmax = self.act_of(name).qmax
+            clip = torch.stack([rule.clip(row, qmax) for row in a])
+            self.scales[name].copy_((clip / qmax).to(self.scales[name]))
 
     # ---- conversion -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -416,6 +439,8 @@ class QANN(nn.Module):
             graph=self.graph,
             time_steps=self.time_steps,
             weight_bits=self.weight_bits,
+            layer_time_steps=dict(self.layer_time_steps),
+            layer_weight_bits=dict(self.layer_weight_bits),
             input_bits=self.input_bits,
             weights=weights,
             biases=biases,

@@ -153,6 +153,19 @@ class ActQuant:
         return torch.clamp(floor_ste(acc * 2.0**-delta_t), 0, self.qmax)
 
 
+def check_each(value, spec) -> None:
+    """Build ``spec`` (:class:`ActQuant`, :class:`WeightQuant`) from one value, or from every value of a
+    per-layer assignment ``{"default": v, layer: v, ...}``, so that a bad one fails before any work.
+
+    >>> check_each({"default": 4, "conv1": 17}, ActQuant)
+    Traceback (most recent call last):
+    ...
+    radixsnn.errors.ConfigError: time_steps must be an integer in 1..16, got 17
+    """
+    for v in (value.values() if isinstance(value, dict) else [value]):
+        spec(v)
+
+
 def rounding_offset(delta_t: int | torch.Tensor):
     """Integer added to the bias so that the neuron's floor becomes round-half-up: ``2^(dT-1)``."""
     if isinstance(delta_t, torch.Tensor):

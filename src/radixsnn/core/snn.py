@@ -24,18 +24,21 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from radixsnn.core.graph import Graph
+from radixsnn.core.graph import Graph, train_lengths
 from radixsnn.core.quant import MAX_DELTA_T, MAX_TIME_STEPS, WeightQuant
 from radixsnn.errors import RadixSNNError, SNNFileError
 from radixsnn.outputs import atomic_write
 from radixsnn.version import __version__
 
 FORMAT = "radixsnn-snn"
-#: Version 2 added the digest, version 3 the delays of shortcut gains (``d/<term>``); version-1 files (no
+#: Version 2 added the digest, version 3 the delays of shortcut gains (``d/<term>``) and per-layer T and
+#: weight bits; version-1 files (no
 #: digest) still load, with every other check.
 FORMAT_VERSION = 3
 HEADER_FIELDS = {"format", "version", "radixsnn", "time_steps", "weight_bits", "input_bits", "delta_t", "graph",
-                 "qann_spec", "metadata", "digest"}
+                 "qann_spec", "metadata", "digest", "layer_time_steps", "layer_weight_bits"}
+#: Per-layer time steps and weight bits (version 3): files without them have one T and one bit width.
+OPTIONAL_FIELDS = {"layer_time_steps", "layer_weight_bits"}
 #: Every layer's largest possible integer sum must be exact in float64 (the QANN and the CUDA engines).
 EXACT_FLOAT64 = 1 << 53
 #: Largest ``.snn`` file read (a VGG-16 file is about 80 MB).
@@ -66,6 +69,8 @@ class IntegerSNN:
     qann_spec: dict | None = None
     qann_state: dict[str, torch.Tensor] | None = None
     metadata: dict = field(default_factory=dict)
+    layer_time_steps: dict[str, int] = field(default_factory=dict)  # neuron layers whose T is not time_steps
+    layer_weight_bits: dict[str, int] = field(default_factory=dict)  # layers whose bit width is not weight_bits
 
     def __post_init__(self):
         self.check()
@@ -82,8 +87,16 @@ class IntegerSNN:
                                    ("input_bits", self.input_bits, 1, 8)):
             if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
                 bad(f"{key} must be an integer in {lo}..{hi}, got {value!r}")
-        qmax = (1 << (self.weight_bits - 1)) - 1
         layers = {n.name for n in self.graph.layers}
+        neurons = {n.name for n in self.graph.nodes if n.kind == "neuron"}
+        for what, values, names, (lo, hi) in (("layer_time_steps", self.layer_time_steps, neurons, (1, MAX_TIME_STEPS)),
+                                              ("layer_weight_bits", self.layer_weight_bits, layers, (2, 16))):
+            if not isinstance(values, dict) or not set(values) <= names:
+                bad(f"{what} must map layers of the graph to integers")
+            for name, v in values.items():
+                if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                    bad(f"{what} of {name} must be an integer in {lo}..{hi}, got {v!r}")
+        lengths = train_lengths(self.graph, self.time_steps, self.layer_time_steps, self.input_bits)
         params = {t.param for n in self.graph.layers for t in n.terms}
         for what, have, want in (("weights", set(self.weights), params), ("biases", set(self.biases), layers),
                                  ("delta_t", set(self.delta_t), layers), ("scales", set(self.scales), layers)):
@@ -91,6 +104,8 @@ class IntegerSNN:
                 bad(f"{what} do not match the graph's layers: missing {sorted(want - have)[:3]}, unknown {sorted(have - want)[:3]}")
         for node in self.graph.layers:
             bound = 0
+            bits = self.bits_of(node.name)
+            qmax = (1 << (bits - 1)) - 1
             for t in node.terms:
                 w = self.weights[t.param]
                 if not isinstance(w, torch.Tensor) or w.dtype.is_floating_point or w.dtype.is_complex or w.dtype == torch.bool:
@@ -98,11 +113,11 @@ class IntegerSNN:
                 if list(w.shape) != t.weight_shape:
                     bad(f"weight {t.param} has shape {list(w.shape)}, the graph says {t.weight_shape}")
                 if t.op != "select" and w.numel() and int(w.abs().max()) > qmax:
-                    bad(f"weight {t.param} exceeds {self.weight_bits} bits")
+                    bad(f"weight {t.param} exceeds {bits} bits")
                 per_out = int(w.abs().reshape(w.shape[0], -1).sum(1).max())
                 if t.op == "linear" and t.attrs["mode"] == "sumpool":
                     per_out *= _positions(self.graph[t.src].shape)
-                bound += per_out * ((1 << self.train_length(t.src)) - 1)
+                bound += per_out * ((1 << lengths[t.src]) - 1)
             b = self.biases[node.name]
             if not isinstance(b, torch.Tensor) or b.dtype != torch.int64 or list(b.shape) not in ([node.channels], list(node.shape)):
                 bad(f"bias of {node.name} must be int64 of shape [{node.channels}] or {node.shape}")
@@ -112,28 +127,34 @@ class IntegerSNN:
             if bound + int(b.abs().max()) >= EXACT_FLOAT64:
                 bad(f"layer {node.name}: its sums can exceed 2^53, beyond exact integer arithmetic")
             dt = self.delta_t[node.name]
-            longest = max(self.train_length(t.src) for t in node.terms)
+            longest = max(lengths[t.src] for t in node.terms)
+            steps = lengths.get(node.name, self.time_steps)
             shifts = dt if isinstance(dt, list) and node.kind == "neuron" and len(dt) == node.channels else [dt]
             for d in shifts:
                 if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d <= MAX_DELTA_T:
                     bad(f"dT of {node.name} must be an integer in 0..{MAX_DELTA_T} or {node.channels} of them, got {d!r}")
-                if node.kind == "output" and d != 0 or node.kind == "neuron" and d < longest - self.time_steps:
+                if node.kind == "output" and d != 0 or node.kind == "neuron" and d < longest - steps:
                     bad(f"dT of {node.name} ({d}) does not fit its {longest}-step inputs")
             for t in node.terms:
                 if t.op == "select":
                     try:
                         _, k = self.split_gain(t.param)
                     except ValueError:
-                        bad(f"gains {t.param} are not {self.weight_bits}-bit weights on delayed spikes (m 2^k)")
+                        bad(f"gains {t.param} are not {bits}-bit weights on delayed spikes (m 2^k)")
                     room = torch.tensor(shifts if len(shifts) == node.channels else shifts * node.channels) \
-                        + self.time_steps - self.train_length(t.src)
+                        + steps - lengths[t.src]
                     if bool((k > room).any()):
                         bad(f"gains {t.param}: a delay k exceeds dT + T - T_in, its spikes would arrive after the window")
 
     def split_gain(self, param: str) -> tuple[torch.Tensor, torch.Tensor]:
         """A select term's gains as ``(m, k)``: b-bit weights ``m`` on spikes delayed by ``k`` steps
         (``gain = m 2^k``, ``k`` the least delay); ``ValueError`` if a gain has no such form."""
-        return WeightQuant(self.weight_bits).split_gain(self.weights[param].cpu())
+        layer = next(n.name for n in self.graph.layers if any(t.param == param for t in n.terms))
+        return WeightQuant(self.bits_of(layer)).split_gain(self.weights[param].cpu())
+
+    def bits_of(self, name: str) -> int:
+        """The weight bit width of layer ``name``."""
+        return self.layer_weight_bits.get(name, self.weight_bits)
 
     def shift(self, name: str, device="cpu") -> int | torch.Tensor:
         """The shift of layer ``name``: an int, or an int64 tensor of one per output channel shaped to
@@ -145,8 +166,14 @@ class IntegerSNN:
         return torch.tensor(dt, dtype=torch.int64, device=device).view(-1, *([1] * (len(node.shape) - 1)))
 
     def train_length(self, name: str) -> int:
-        """Steps of the trains a spiking node emits: ``input_bits`` for the pixels, ``T`` otherwise."""
-        return self.input_bits if self.graph[name].kind == "input" else self.time_steps
+        """Steps of the trains a spiking node emits: ``input_bits`` for the pixels, a neuron layer's own
+        ``T``, a max-pool its source's."""
+        return train_lengths(self.graph, self.time_steps, self.layer_time_steps, self.input_bits)[name]
+
+    @property
+    def longest_train(self) -> int:
+        """The longest train any spiking node emits."""
+        return max(train_lengths(self.graph, self.time_steps, self.layer_time_steps, self.input_bits).values())
 
     def to(self, device) -> "IntegerSNN":
         """The integer tensors on ``device`` (a shallow copy)."""
@@ -161,6 +188,7 @@ class IntegerSNN:
         return (
             self.graph.to_dict() == other.graph.to_dict()
             and (self.time_steps, self.weight_bits, self.input_bits) == (other.time_steps, other.weight_bits, other.input_bits)
+            and (self.layer_time_steps, self.layer_weight_bits) == (other.layer_time_steps, other.layer_weight_bits)
             and self.delta_t == other.delta_t
             and self.weights.keys() == other.weights.keys()
             and all(torch.equal(self.weights[k].cpu(), other.weights[k].cpu()) for k in self.weights)
@@ -179,13 +207,15 @@ class IntegerSNN:
             "time_steps": self.time_steps,
             "weight_bits": self.weight_bits,
             "input_bits": self.input_bits,
+            "layer_time_steps": self.layer_time_steps,
+            "layer_weight_bits": self.layer_weight_bits,
             "delta_t": self.delta_t,
             "graph": self.graph.to_dict(),
             "qann_spec": self.qann_spec,
             "metadata": meta,
         }
         tensors = {}
-        wdtype = _weight_dtype(self.weight_bits)
+        wdtype = _weight_dtype(max([self.weight_bits, *self.layer_weight_bits.values()]))
         selects = {t.param for n in self.graph.layers for t in n.terms if t.op == "select"}
         for k, v in self.weights.items():
             if k in selects:
@@ -264,7 +294,7 @@ def _read_header(raw: str) -> dict:
     version = header.get("version")
     if version not in (1, 2, 3):
         raise SNNFileError(f"format version {version!r} is not one this radixsnn reads (1..{FORMAT_VERSION})")
-    required = HEADER_FIELDS - ({"digest"} if version == 1 else set())
+    required = HEADER_FIELDS - OPTIONAL_FIELDS - ({"digest"} if version == 1 else set())
     unknown, missing = set(header) - HEADER_FIELDS, required - set(header)
     if unknown or missing:
         raise SNNFileError(f"header fields: unknown {sorted(unknown)}, missing {sorted(missing)}")
@@ -285,7 +315,9 @@ def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerS
         if prefix is None:
             raise SNNFileError(f"unknown tensor {name!r}")
         groups[prefix][name[len(prefix):]] = t
-    wdtype = _weight_dtype(header["weight_bits"]) if isinstance(header["weight_bits"], int) else None
+    layer_bits = header.get("layer_weight_bits", {})
+    widths = [header["weight_bits"], *(layer_bits.values() if isinstance(layer_bits, dict) else [])]
+    wdtype = _weight_dtype(max(widths)) if all(isinstance(b, int) for b in widths) else None
     if any(w.dtype != wdtype for w in groups["w/"].values()):
         raise SNNFileError(f"weights must be stored as {wdtype}")
     weights = {k: v.to(torch.int64) for k, v in groups["w/"].items()}
@@ -306,12 +338,16 @@ def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerS
         qann_spec=spec,
         qann_state=state,
         metadata=header["metadata"],
+        layer_time_steps=header.get("layer_time_steps", {}),
+        layer_weight_bits=layer_bits,
     )
     if (spec is None) != (state is None):
         raise SNNFileError("the QANN's description and its tensors must come together")
     if spec is not None:
         keys = {"graph", "time_steps", "weight_bits", "input_bits", "act_scale"}
-        if not keys <= set(spec) <= keys | {"shift", "weight_grid", "gains"} or spec["graph"] != header["graph"] \
+        per_layer = [spec.get(k, {}) for k in ("layer_time_steps", "layer_weight_bits")]
+        if not keys <= set(spec) <= keys | {"shift", "weight_grid", "gains", "layer_time_steps", "layer_weight_bits"} \
+                or spec["graph"] != header["graph"] or per_layer != [snn.layer_time_steps, snn.layer_weight_bits] \
                 or [spec[k] for k in ("time_steps", "weight_bits", "input_bits")] != [header[k] for k in ("time_steps", "weight_bits", "input_bits")] \
                 or spec["act_scale"] not in ("layer", "channel") or spec.get("shift", "layer") not in ("layer", "channel") \
                 or spec.get("weight_grid", "max") not in ("max", "mse") or spec.get("gains", "plain") not in ("plain", "delayed"):

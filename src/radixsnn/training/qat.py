@@ -21,7 +21,7 @@ from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.inputs import normalize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, QANN, SHIFTS, WEIGHT_GRIDS
-from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
+from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
 from radixsnn.data.datasets import load_dataset, num_classes
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
@@ -191,8 +191,8 @@ def finetune_run(
         for key in ("model", "weights", "time_steps"):
             if config[key] is None:
                 raise ConfigError(key, "is required for a new run")
-        ActQuant(config["time_steps"])
-        WeightQuant(config["weight_bits"])
+        check_each(config["time_steps"], ActQuant)
+        check_each(config["weight_bits"], WeightQuant)
         Calibration.parse(config["calib"])
         if config["act_scale"] not in ACT_SCALES:
             raise ConfigError("act_scale", f"must be one of {', '.join(ACT_SCALES)}, got {config['act_scale']!r}")
@@ -204,7 +204,8 @@ def finetune_run(
         if not isinstance(config["input_bits"], int) or not 1 <= config["input_bits"] <= 8:
             raise ConfigError("input_bits", f"must be an integer in 1..8, got {config['input_bits']!r}")
         if config["lr"] is None:
-            config["lr"] = default_lr(config["time_steps"], config["weight_bits"])
+            config["lr"] = default_lr(*(v["default"] if isinstance(v, dict) else v
+                                        for v in (config["time_steps"], config["weight_bits"])))
         tc = train_config(config)
         # Loaded once (before the data, so a bad file fails at once): the start of a new run, the
         # distillation teacher and the final float accuracy. A resumed run goes on without the file
@@ -288,7 +289,7 @@ def _convert_and_evaluate(qann: QANN, float_model: nn.Module | None, config: dic
     write_json(out / "eval.json", result, "out")
     fp = result["fp_accuracy"]
     print(
-        f"{config['model']} T={snn.time_steps}: SNN {100 * result['accuracy']:.2f}%  QANN {100 * result['qann_accuracy']:.2f}%  "
+        f"{config['model']} T={snn.time_steps}{' (default; per layer: ' + str(snn.layer_time_steps) + ')' if snn.layer_time_steps else ''}: SNN {100 * result['accuracy']:.2f}%  QANN {100 * result['qann_accuracy']:.2f}%  "
         f"float {'n/a' if fp is None else f'{100 * fp:.2f}%'}  SNN == QANN on {100 * result['agreement']:.2f}% of "
         f"{result['images']} images ({engine} engine); wrote {path} and {out / 'eval.json'}"
     )

@@ -1,0 +1,76 @@
+"""``radixsnn search``: per-layer time steps with the fewest operations within an accuracy budget."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from radixsnn.cli.options import add_float_model_args, int_list, load_float_model, nonnegative_int, positive_int
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE
+from radixsnn.data import load_cifar
+from radixsnn.experiments.search import SEARCH_DEFAULTS, check_search_options, search_time_steps
+from radixsnn.outputs import check_folder, write_json
+
+D = SEARCH_DEFAULTS
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search",
+        help="choose per-layer time steps with the fewest operations within an accuracy budget",
+        description=(
+            "Greedy by sensitivity: calibrate at every candidate T, measure each layer's loss when lowered "
+            "alone, then lower layers in order of operations saved per point lost while the accuracy on "
+            "held-out TRAINING images stays within --budget points of uniform --base (the test set is never "
+            "used). Writes OUT/time_steps.json (for --time-steps of convert and finetune) and OUT/search.json."
+        ),
+    )
+    add_float_model_args(p)
+    p.add_argument("--base", type=positive_int, default=D["base"], help=f"the uniform T to compare with (default {D['base']})")
+    p.add_argument("--candidates", type=int_list, default=D["candidates"],
+                   help=f"smaller T a layer may take (default {','.join(map(str, D['candidates']))})")
+    p.add_argument("--budget", type=float, default=D["budget"],
+                   help=f"largest held-out accuracy loss against uniform --base, in points (default {D['budget']})")
+    p.add_argument("--holdout", type=positive_int, default=D["holdout"],
+                   help=f"training images held out to measure accuracy on (default {D['holdout']})")
+    p.add_argument("--sensitivity-images", type=positive_int, default=D["sensitivity_images"],
+                   help=f"of those, the first N measure each layer's sensitivity (default {D['sensitivity_images']})")
+    p.add_argument("--calib-images", type=positive_int, default=D["calib_images"],
+                   help=f"training images (outside the held-out ones) for calibration (default {D['calib_images']})")
+    p.add_argument("--sops-images", type=nonnegative_int, default=D["sops_images"],
+                   help=f"held-out images the spike engine measures synaptic operations on, 0 = skip (default {D['sops_images']})")
+    p.add_argument("--weight-bits", type=positive_int, default=D["weight_bits"], help=f"weight width (default {D['weight_bits']})")
+    p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
+                   help=f"activation scales per channel or per layer, resolved at --base for every layer (default {DEFAULT_ACT_SCALE})")
+    p.add_argument("--seed", type=nonnegative_int, default=D["seed"], help=f"seed of the held-out and calibration draws (default {D['seed']})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    out = check_folder(args.out, "out")
+    check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images)
+    model = load_float_model(args)
+    images, labels = load_cifar(args.dataset, args.data_dir, train=True)
+    result = search_time_steps(
+        model, images, labels, base=args.base, candidates=args.candidates, budget=args.budget, holdout=args.holdout,
+        sensitivity_images=args.sensitivity_images, calib_images=args.calib_images, weight_bits=args.weight_bits,
+        seed=args.seed, sops_images=args.sops_images, act_scale=args.act_scale, progress=not args.no_progress,
+    )
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out", "no_progress")}
+    config["weights"] = Path(args.weights).name
+    write_json(out / "time_steps.json", result["assignment"], "out", indent=1)
+    write_json(out / "search.json", {"config": config, **result}, "out", indent=1)
+    print(f"{'assignment':<16} {'held-out acc':>12} {'ops_graph':>11} {'of base':>8}")
+    base_ops = result["uniform"][0]["ops_graph"]
+    for row in result["uniform"]:
+        print(f"{'uniform T=' + str(row['time_steps']):<16} {row['holdout_accuracy']:>11.2f}% {row['ops_graph']:>11.4g} "
+              f"{row['ops_graph'] / base_ops:>8.3f}")
+    print(f"{'per layer':<16} {result['holdout_accuracy']:>11.2f}% {result['ops_graph']:>11.4g} {result['ops_fraction_of_base']:>8.3f}")
+    sops = result["sops_per_image"]
+    if sops:
+        print(f"measured sops per image ({result['sops_images']} held-out images): per layer {sops['chosen']:.4g}, "
+              f"uniform T={args.base} {sops['base']:.4g} ({sops['chosen'] / sops['base']:.3f})")
+    chosen = {k: v for k, v in result["assignment"].items() if k != "default"}
+    print(f"T per layer (default {args.base}): " + (", ".join(f"{k}={v}" for k, v in chosen.items()) or "none lowered"))
+    print(f"wrote {out / 'time_steps.json'} (pass it as --time-steps) and {out / 'search.json'}")
+    return 0

@@ -1,0 +1,214 @@
+"""Per-layer time steps for the fewest operations within an accuracy budget (``radixsnn search``).
+
+The method, greedy by sensitivity (docs/design.md):
+
+1. Split the *training* images: a held-out part to measure accuracy on, the rest to calibrate on (the
+   test set is never used).
+2. Calibrate the QANN once at every candidate T. A layer's activation scale depends only on its own T
+   (calibration reads the float network's activations), so any assignment of T's to layers takes each
+   layer's scale from the calibration at its T, with no further calibration.
+3. Sensitivity: lower one layer at a time from the base T to every smaller candidate and measure the
+   held-out accuracy and the operations saved (``ops_graph``, Eq. 24 over the SNN's synapses).
+4. Greedy: repeatedly take the untried move (one layer one candidate down) with the most operations
+   saved per point of measured single-layer accuracy loss; apply it, measure the whole assignment on the
+   held-out images, keep it if the loss against the uniform base stays within the budget, else undo it
+   and stop lowering that layer.
+
+All accuracies are exact: the QANN's integer logits, which equal the SNN's.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from radixsnn.core.convert import quantize
+from radixsnn.core.evaluation import evaluate
+from radixsnn.core.ops import graph_ops
+from radixsnn.core.qann import DEFAULT_ACT_SCALE, QANN, resolve_act_scale
+from radixsnn.core.quant import ActQuant, WeightQuant
+from radixsnn.errors import ConfigError
+
+#: The defaults of ``radixsnn search``, declared once.
+SEARCH_DEFAULTS = {
+    "base": 6,
+    "candidates": [2, 3, 4, 5],
+    "budget": 0.5,
+    "holdout": 5000,
+    "sensitivity_images": 2000,
+    "calib_images": 1024,
+    "weight_bits": 8,
+    "seed": 0,
+    "sops_images": 200,
+}
+
+
+def check_search_options(base: int, candidates, budget: float, weight_bits: int, sensitivity_images: int = 1) -> list[int]:
+    """Check the options of :func:`search_time_steps` before any work; returns the candidates below
+    ``base``, sorted.
+
+    >>> check_search_options(6, [5, 2, 4, 9], 0.5, 8)
+    [2, 4, 5]
+    """
+    for name, values, spec in (("base", [base], ActQuant), ("candidates", candidates, ActQuant), ("weight_bits", [weight_bits], WeightQuant)):
+        for v in values:
+            try:
+                spec(v)
+            except ConfigError as exc:  # named after this function's argument
+                raise ConfigError(name, exc.problem) from None
+    below = sorted({int(c) for c in candidates if c < base})
+    if not below:
+        raise ConfigError("candidates", f"need at least one T below the base {base}, got {list(candidates)}")
+    if not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget >= 0):
+        raise ConfigError("budget", f"must be a non-negative number of points, got {budget}")
+    if not sensitivity_images >= 1:
+        raise ConfigError("sensitivity_images", f"must be at least 1, got {sensitivity_images}")
+    return below
+
+
+def split_training_set(n: int, holdout: int, calib_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(held-out indices, calibration indices)``: disjoint draws from ``n`` training images."""
+    if not 1 <= holdout < n:
+        raise ConfigError("holdout", f"must be in 1..{n - 1} (the training set has {n} images), got {holdout}")
+    if calib_images < 1:
+        raise ConfigError("calib_images", f"must be at least 1, got {calib_images}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[:holdout], perm[holdout:holdout + calib_images]
+
+
+@torch.no_grad()
+def accuracy(qann: QANN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of the exact integer logits."""
+    correct = 0
+    for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
+        correct += int((qann.integer_logits(xb).argmax(1) == yb.to(torch.int64)).sum())
+    return 100.0 * correct / len(images)
+
+
+def search_time_steps(
+    model: nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    *,
+    base: int = SEARCH_DEFAULTS["base"],
+    candidates=SEARCH_DEFAULTS["candidates"],
+    budget: float = SEARCH_DEFAULTS["budget"],
+    holdout: int = SEARCH_DEFAULTS["holdout"],
+    sensitivity_images: int = SEARCH_DEFAULTS["sensitivity_images"],
+    calib_images: int = SEARCH_DEFAULTS["calib_images"],
+    weight_bits: int = SEARCH_DEFAULTS["weight_bits"],
+    seed: int = SEARCH_DEFAULTS["seed"],
+    sops_images: int = SEARCH_DEFAULTS["sops_images"],
+    act_scale: str = DEFAULT_ACT_SCALE,
+    quantize_options: dict | None = None,
+    progress: bool = True,
+) -> dict:
+    """Per-layer T (each the base or a smaller candidate) that minimize ``ops_graph`` while the held-out
+    accuracy stays within ``budget`` points of uniform ``base``.
+
+    Returns a JSON-ready dict: ``assignment`` (``{"default": base, layer: T, ...}``, what ``--time-steps``
+    accepts), its held-out accuracy and ``ops_graph``, ``uniform`` (the same for every uniform T),
+    ``sensitivity``, ``steps`` (the greedy log) and the measured synaptic operations per image of the
+    chosen and the uniform-base SNN on ``sops_images`` held-out images (spike engine).
+    """
+    candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images)
+    held, calib = split_training_set(len(train_images), holdout, calib_images, seed)
+    hx, hy = train_images[held], train_labels[held]
+    sx, sy = hx[:sensitivity_images], hy[:sensitivity_images]
+    options = dict(quantize_options or {})
+    options["act_scale"] = resolve_act_scale(act_scale, base, weight_bits)  # one scale layout for every T
+    start = time.perf_counter()
+
+    scales: dict[int, dict[str, torch.Tensor]] = {}
+    reference = None
+    for t in tqdm([base, *candidates], desc="calibrate", disable=not progress, leave=False):
+        q = quantize(model, t, weight_bits=weight_bits, **options)
+        q.calibrate(train_images[calib], progress=False)
+        scales[t] = {k: v.detach().clone() for k, v in q.scales.items()}
+        if reference is None:
+            reference = q
+    neurons = [n.name for n in reference.graph.nodes if n.kind == "neuron"]
+
+    def build(layers: dict[str, int]) -> QANN:
+        q = QANN(reference.graph, {"default": base, **layers}, weight_bits, reference.input_bits,
+                 options["act_scale"], reference.shift, reference.weight_grid, reference.gains)
+        state = reference.state_dict()
+        for name in neurons:
+            state[f"scales.{name}"] = scales[layers.get(name, base)][name]
+        q.load_state_dict(state)
+        return q.eval()
+
+    def ops(layers: dict[str, int]) -> int:
+        return graph_ops(reference.graph, base, reference.input_bits, layers)
+
+    uniform = []
+    for t in tqdm([base, *candidates], desc="uniform", disable=not progress, leave=False):
+        layers = {name: t for name in neurons} if t != base else {}
+        uniform.append({"time_steps": t, "holdout_accuracy": accuracy(build(layers), hx, hy), "ops_graph": ops(layers)})
+    base_acc, base_ops = uniform[0]["holdout_accuracy"], uniform[0]["ops_graph"]
+    base_sens = accuracy(build({}), sx, sy)
+
+    sensitivity = []
+    plan = [(name, c) for name in neurons for c in candidates]
+    for name, c in tqdm(plan, desc="sensitivity", disable=not progress, leave=False):
+        loss = base_sens - accuracy(build({name: c}), sx, sy)
+        sensitivity.append({"layer": name, "time_steps": c, "loss": loss, "saved": base_ops - ops({name: c})})
+    by_move = {(s["layer"], s["time_steps"]): s for s in sensitivity}
+
+    layers: dict[str, int] = {}
+    frozen: set[str] = set()
+    steps = []
+    current_acc = base_acc
+    bar = tqdm(desc="greedy", disable=not progress, leave=False)
+    while True:
+        moves = []
+        for name in neurons:
+            if name in frozen:
+                continue
+            now = layers.get(name, base)
+            lower = [c for c in candidates if c < now]
+            if not lower:
+                continue
+            c = max(lower)  # one candidate down
+            saved = ops(layers) - ops({**layers, name: c})
+            moves.append((saved / max(by_move[(name, c)]["loss"], 0.01), name, c))
+        if not moves:
+            break
+        _, name, c = max(moves)
+        trial = {**layers, name: c}
+        acc = accuracy(build(trial), hx, hy)
+        kept = base_acc - acc <= budget
+        steps.append({"layer": name, "time_steps": c, "holdout_accuracy": acc, "ops_graph": ops(trial), "kept": kept})
+        bar.update(1)
+        bar.set_postfix(layer=name, T=c, acc=f"{acc:.2f}", kept=kept)
+        if kept:
+            layers, current_acc = trial, acc
+        else:
+            frozen.add(name)
+    bar.close()
+    # measured synaptic operations of the chosen and the uniform-base SNN, spike by spike
+    measured = {}
+    if sops_images:
+        for key, assignment in (("chosen", layers), ("base", {})):
+            res = evaluate(build(assignment).to_snn(), hx[:sops_images], hy[:sops_images], "spikes", progress=False)
+            measured[key] = res["sops_per_image"]
+    return {
+        "assignment": {"default": base, **dict(sorted(layers.items()))},
+        "holdout_accuracy": current_acc,
+        "ops_graph": ops(layers),
+        "ops_fraction_of_base": ops(layers) / base_ops,
+        "base_holdout_accuracy": base_acc,
+        "budget": budget,
+        "uniform": uniform,
+        "sensitivity": sensitivity,
+        "steps": steps,
+        "sops_per_image": measured,
+        "sops_images": min(sops_images, len(hx)),
+        "holdout_images": len(hx),
+        "sensitivity_images": len(sx),
+        "calib_images": len(calib),
+        "seconds": time.perf_counter() - start,
+    }

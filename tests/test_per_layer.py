@@ -1,0 +1,148 @@
+"""Time steps and weight bits per layer: parsing, the QANN, both engines and the file agree bit for bit;
+the operation count follows each source's train length; ``search`` keeps its budget on held-out images."""
+import argparse
+import json
+
+import pytest
+import torch
+
+from radixsnn import quantize
+from radixsnn.cli.options import layer_values
+from radixsnn.core.engines import run_integer, run_spikes
+from radixsnn.core.graph import per_layer, train_lengths
+from radixsnn.core.inputs import normalize
+from radixsnn.core.ops import graph_ops, term_fan_in
+from radixsnn.core.qann import QANN
+from radixsnn.core.snn import IntegerSNN
+from radixsnn.errors import ConfigError, SNNFileError
+from radixsnn.experiments.search import check_search_options, search_time_steps
+from test_convert import MODELS, NORM, images, randomize_bn
+
+
+def _model(name="residual"):
+    torch.manual_seed(2)
+    return randomize_bn(MODELS[name]())
+
+
+def _neurons(qann):
+    return [n.name for n in qann.graph.nodes if n.kind == "neuron"]
+
+
+def test_layer_values_parse_numbers_assignments_and_files(tmp_path):
+    assert layer_values("4") == 4
+    assert layer_values("default=4, layer3.2.conv2=6") == {"default": 4, "layer3.2.conv2": 6}
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"default": 5, "conv1": 3}))
+    assert layer_values(str(f)) == {"default": 5, "conv1": 3}
+    for bad in ("four", "default=4,conv1", "conv1=3", "default=x", str(tmp_path / "missing.json")):
+        with pytest.raises(argparse.ArgumentTypeError):
+            layer_values(bad)
+    f.write_text('{"conv1": 3}')
+    with pytest.raises(argparse.ArgumentTypeError, match="default"):
+        layer_values(str(f))
+
+
+def test_per_layer_names_layers_by_graph_or_module_name():
+    qann = quantize(_model(), 4, input_shape=(3, 16, 16), **NORM)
+    name = _neurons(qann)[1]
+    dotted = name.replace("_", ".")
+    assert per_layer(qann.graph, {"default": 4, dotted: 6, _neurons(qann)[0]: 4}, "time_steps") == (4, {name: 6})
+    with pytest.raises(ConfigError, match="nonexistent"):
+        per_layer(qann.graph, {"default": 4, "nonexistent": 6}, "time_steps")
+    with pytest.raises(ConfigError, match="default"):
+        per_layer(qann.graph, {name: 6}, "time_steps")
+    with pytest.raises(ConfigError, match="time_steps must be an integer in 1..16"):
+        quantize(_model(), {"default": 4, name: 17}, input_shape=(3, 16, 16), **NORM)
+    with pytest.raises(ConfigError, match="weight_bits"):
+        quantize(_model(), 4, weight_bits={"default": 8, "output": 1}, input_shape=(3, 16, 16), **NORM)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_per_layer_engines_equal_qann(name):
+    probe = quantize(_model(name), 4, input_shape=(3, 16, 16), **NORM)
+    neurons = _neurons(probe)
+    steps = {"default": 4, **{n: t for n, t in zip(neurons, [7, 2, 5, 3, 6, 1, 8])}}
+    bits = {"default": 6, "output": 3, neurons[-1]: 4, neurons[0]: 8}
+    qann = quantize(_model(name), steps, weight_bits=bits, input_shape=(3, 16, 16), **NORM)
+    qann.calibrate(images(32, seed=1), progress=False)
+    snn = qann.to_snn()
+    assert snn.layer_time_steps == {k: v for k, v in steps.items() if k != "default" and v != 4}
+    assert snn.layer_weight_bits == {k: v for k, v in bits.items() if k != "default"}
+    x = images(16, seed=3)
+    expected = qann.integer_logits(x)
+    assert torch.equal(run_integer(snn, x).logits, expected)
+    assert torch.equal(run_spikes(snn, x).logits, expected)
+    lengths = train_lengths(snn.graph, 4, snn.layer_time_steps, 8)
+    for node in snn.graph.layers:  # weights within each layer's own width
+        qmax = (1 << (snn.bits_of(node.name) - 1)) - 1
+        for t in node.terms:
+            w = snn.split_gain(t.param)[0] if t.op == "select" else snn.weights[t.param]
+            assert int(w.abs().max()) <= qmax
+        if node.kind == "neuron":  # the window holds the longest input train
+            assert min(snn.delta_t[node.name]) >= max(lengths[t.src] for t in node.terms) - lengths[node.name]
+
+
+def test_ops_graph_reads_each_sources_train_length():
+    first = _neurons(quantize(_model("vgg_like"), 4, input_shape=(3, 16, 16), **NORM))[0]
+    qann = quantize(_model("vgg_like"), {"default": 4, first: 7}, input_shape=(3, 16, 16), **NORM)
+    lengths = train_lengths(qann.graph, 4, qann.layer_time_steps, 8)
+    expected = 0
+    for node in qann.graph.layers:
+        m = 1
+        for d in node.shape:
+            m *= d
+        for t in node.terms:
+            assert t.op != "select"
+            expected += term_fan_in(t, qann.graph[t.src].shape) * m * lengths[t.src]
+    assert graph_ops(qann.graph, 4, 8, qann.layer_time_steps) == expected
+    assert graph_ops(qann.graph, 4, 8, qann.layer_time_steps) > graph_ops(qann.graph, 4, 8)
+
+
+def test_file_round_trip_and_checks(tmp_path):
+    probe = quantize(_model(), 4, input_shape=(3, 16, 16), **NORM)
+    name = _neurons(probe)[2]
+    qann = quantize(_model(), {"default": 4, name: 6}, weight_bits={"default": 8, "output": 5}, input_shape=(3, 16, 16), **NORM)
+    qann.calibrate(images(16, seed=1), progress=False)
+    snn = qann.to_snn()
+    back = IntegerSNN.load(snn.save(tmp_path / "m.snn"))
+    assert back.equals(snn) and back.layer_time_steps == {name: 6} and back.layer_weight_bits == {"output": 5}
+    rebuilt = QANN.from_snn(back)
+    assert rebuilt.layer_time_steps == {name: 6}
+    assert torch.equal(rebuilt.integer_logits(images(4)), run_integer(snn, images(4)).logits)
+    for field, value, words in (("layer_time_steps", {name: 17}, "1..16"), ("layer_time_steps", {"nope": 3}, "layers of the graph"),
+                                ("layer_weight_bits", {"output": 1}, "2..16")):
+        with pytest.raises(SNNFileError, match=words):
+            IntegerSNN(**{**snn.__dict__, field: value})
+
+
+def test_search_options_are_checked():
+    for args, words in (((6, [6, 7], 0.5, 8), "below the base"), ((6, [4], -1, 8), "budget"), ((17, [4], 0.5, 8), "base"),
+                        ((6, [4], float("nan"), 8), "budget"), ((6, [0], 0.5, 8), "candidates"), ((6, [4], 0.5, 1), "weight_bits")):
+        with pytest.raises(ConfigError, match=words):
+            check_search_options(*args)
+
+
+@pytest.fixture(scope="module")
+def labelled():
+    """Images labelled by the float model itself, so that accuracy means something for a random model."""
+    model = _model("vgg_like")
+    x = images(240, seed=7)
+    with torch.no_grad():
+        y = model(normalize(x, NORM["mean"], NORM["std"])).argmax(1)
+    return model, x, y
+
+
+def test_search_keeps_its_budget_and_lowers_layers(labelled):
+    model, x, y = labelled
+    common = dict(base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=8,
+                  progress=False)
+    loose = search_time_steps(model, x, y, budget=100.0, quantize_options={"input_shape": (3, 16, 16), **NORM}, **common)
+    neurons = [k for k in loose["assignment"] if k != "default"]
+    assert loose["assignment"]["default"] == 5 and neurons  # a budget of 100 points lowers every layer it can
+    assert all(v == 2 for k, v in loose["assignment"].items() if k != "default")
+    assert loose["ops_graph"] == min(r["ops_graph"] for r in loose["uniform"])
+    strict = search_time_steps(model, x, y, budget=0.0, quantize_options={"input_shape": (3, 16, 16), **NORM}, **common)
+    assert strict["holdout_accuracy"] >= strict["base_holdout_accuracy"]
+    assert strict["ops_graph"] <= strict["uniform"][0]["ops_graph"]
+    assert all(s["kept"] == (strict["base_holdout_accuracy"] - s["holdout_accuracy"] <= 0.0) for s in strict["steps"])
+    assert set(strict["sops_per_image"]) == {"chosen", "base"}
