@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int
+from radixsnn.cli.options import add_float_model_args, add_weight_grid_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.convert import quantize
-from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, SHIFTS, WEIGHT_GRIDS
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
 from radixsnn.data import calibration_images
 from radixsnn.models.weights import file_sha256
@@ -34,11 +34,7 @@ def register(sub) -> None:
     p.add_argument("--shift", choices=SHIFTS, default=DEFAULT_SHIFT,
                    help="one shift dT per output channel, each neuron's train delayed to keep the layer's aligned, "
                    f"or one per layer (default {DEFAULT_SHIFT})")
-    p.add_argument("--weight-grid", choices=WEIGHT_GRIDS, default=DEFAULT_WEIGHT_GRID,
-                   help="the shift dT that sets a layer's weight grid: mse = least squared weight error, the largest weights clipped; "
-                   "max = the largest shift that clips no weight" f" (default {DEFAULT_WEIGHT_GRID})")
-    p.add_argument("--gains", choices=GAINS, default=DEFAULT_GAINS,
-                   help="shortcut gains: delayed = b-bit weights on spikes delayed k steps (gain m 2^k); plain = b-bit weights" f" (default {DEFAULT_GAINS})")
+    add_weight_grid_args(p)
     p.add_argument("--calib", default="mse", help="calibration: 'mse' (default) or 'percentile:P', e.g. percentile:99.99")
     p.add_argument("--calib-images", type=positive_int, default=1024, help="training images used for calibration (default 1024)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the calibration-image draw (default 0)")

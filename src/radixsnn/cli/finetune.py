@@ -9,10 +9,10 @@ converted to the integer SNN ``OUT/model.snn`` and simulated on the test set by 
 """
 from __future__ import annotations
 
-from radixsnn.cli.options import add_model_spec_args, layer_values, positive_float, positive_int, unit_float
+from radixsnn.cli.options import add_model_spec_args, add_weight_grid_args, layer_values, positive_float, positive_int, unit_float
 from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
 from radixsnn.core.engines import ENGINES
-from radixsnn.core.qann import ACT_SCALES, GAINS, SHIFTS, WEIGHT_GRIDS
+from radixsnn.core.qann import ACT_SCALES, SHIFTS
 from radixsnn.data import DATASETS
 from radixsnn.training.qat import FINETUNE_DEFAULTS, finetune_run
 
@@ -41,9 +41,7 @@ def register(subparsers) -> None:
         help=f"one activation scale per output channel or per layer; auto = per channel when T < weight bits, else per layer (default {FINETUNE_DEFAULTS['act_scale']})",
     )
     p.add_argument("--shift", choices=SHIFTS, help=f"one shift dT per output channel or per layer (default {FINETUNE_DEFAULTS['shift']})")
-    p.add_argument("--weight-grid", choices=WEIGHT_GRIDS, help="the shift dT that sets a layer's weight grid: mse = least squared weight error, the largest weights clipped; "
-                   "max = the largest shift that clips no weight" f" (default {FINETUNE_DEFAULTS['weight_grid']})")
-    p.add_argument("--gains", choices=GAINS, help="shortcut gains: delayed = b-bit weights on spikes delayed k steps (gain m 2^k); plain = b-bit weights" f" (default {FINETUNE_DEFAULTS['gains']})")
+    add_weight_grid_args(p, FINETUNE_DEFAULTS)
     p.add_argument("--calib", help="calibration before fine-tuning: 'mse' (default) or 'percentile:P'")
     p.add_argument("--calib-images", type=positive_int, help=f"training images used for calibration (default {FINETUNE_DEFAULTS['calib_images']})")
     add_run_options(p, FINETUNE_DEFAULTS, lr_default="0.03 for T <= 2, else 0.01 for weights of 3 bits or fewer, else 0.001")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from radixsnn.core.qann import DEFAULT_GAINS, DEFAULT_WEIGHT_GRID, GAINS, WEIGHT_GRIDS
 from radixsnn.data import load_cifar, num_classes
 from radixsnn.errors import ConfigError
 from radixsnn.models import list_models, load_model
@@ -122,6 +123,19 @@ def shape3(text: str) -> list[int]:
     if len(shape) != 3 or not all(1 <= d <= 4096 for d in shape):
         raise argparse.ArgumentTypeError(f"must be C,H,W with sizes in 1..4096, got {text!r}")
     return shape
+
+
+def add_weight_grid_args(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
+    """Add ``--weight-grid`` and ``--gains``. With ``defaults`` (a run's defaults table) the options default
+    to ``None``, so that a resumed run can tell them apart; the help shows the table's values."""
+    grid = DEFAULT_WEIGHT_GRID if defaults is None else defaults["weight_grid"]
+    gains = DEFAULT_GAINS if defaults is None else defaults["gains"]
+    parser.add_argument("--weight-grid", choices=WEIGHT_GRIDS, default=None if defaults is not None else grid,
+                        help="the shift dT that sets a layer's weight grid: mse = least squared weight error, the largest "
+                        f"weights clipped; max = the largest shift that clips no weight (default {grid})")
+    parser.add_argument("--gains", choices=GAINS, default=None if defaults is not None else gains,
+                        help="shortcut gains: delayed = b-bit weights on spikes delayed k steps (gain m 2^k); "
+                        f"plain = b-bit weights (default {gains})")
 
 
 def add_model_spec_args(parser: argparse.ArgumentParser, required: bool = True, defaults: dict | None = None) -> None:

@@ -7,6 +7,7 @@ import torch
 
 from radixsnn.cli.options import (
     add_model_args,
+    add_weight_grid_args,
     int_list,
     load_float_model,
     load_test_images,
@@ -14,7 +15,7 @@ from radixsnn.cli.options import (
     positive_float,
     positive_int,
 )
-from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, SHIFTS, WEIGHT_GRIDS
+from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import augmentation_for, calibration_images, load_cifar
 from radixsnn.errors import ConfigError
@@ -41,11 +42,7 @@ def register(subparsers) -> None:
                    help=f"one activation scale per output channel or per layer; auto = per channel when T < weight bits, else per layer (default {DEFAULT_ACT_SCALE})")
     p.add_argument("--shift", choices=SHIFTS, default=DEFAULT_SHIFT,
                    help=f"one shift dT per output channel or per layer (default {DEFAULT_SHIFT})")
-    p.add_argument("--weight-grid", choices=WEIGHT_GRIDS, default=DEFAULT_WEIGHT_GRID,
-                   help="the shift dT that sets a layer's weight grid: mse = least squared weight error, the largest weights clipped; "
-                   "max = the largest shift that clips no weight" f" (default {DEFAULT_WEIGHT_GRID})")
-    p.add_argument("--gains", choices=GAINS, default=DEFAULT_GAINS,
-                   help="shortcut gains: delayed = b-bit weights on spikes delayed k steps (gain m 2^k); plain = b-bit weights" f" (default {DEFAULT_GAINS})")
+    add_weight_grid_args(p)
     p.add_argument("--calib-images", type=positive_int, default=1024, help="training images for calibration (default 1024)")
     p.add_argument("--finetune-steps", type=nonnegative_int, default=0,
                    help="also fine-tune every point for this many SGD steps (STE) before evaluating (default 0: off)")
