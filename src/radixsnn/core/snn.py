@@ -32,8 +32,7 @@ from radixsnn.version import __version__
 
 FORMAT = "radixsnn-snn"
 #: Version 2 added the digest, version 3 the delays of shortcut gains (``d/<term>``) and per-layer T and
-#: weight bits; version-1 files (no
-#: digest) still load, with every other check.
+#: weight bits; version-1 files (no digest) still load, with every other check.
 FORMAT_VERSION = 3
 HEADER_FIELDS = {"format", "version", "radixsnn", "time_steps", "weight_bits", "input_bits", "delta_t", "graph",
                  "qann_spec", "metadata", "digest", "layer_time_steps", "layer_weight_bits"}
@@ -322,7 +321,9 @@ def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerS
         raise SNNFileError(f"weights must be stored as {wdtype}")
     weights = {k: v.to(torch.int64) for k, v in groups["w/"].items()}
     for k, delay in groups["d/"].items():
-        if k not in weights or delay.dtype != torch.uint8 or delay.shape != weights[k].shape or (delay.numel() and int(delay.max()) > 62):
+        # no window is longer than MAX_DELTA_T + MAX_TIME_STEPS steps, and the bound keeps m << k inside int64
+        too_long = delay.numel() and int(delay.max()) > MAX_DELTA_T + MAX_TIME_STEPS
+        if k not in weights or delay.dtype != torch.uint8 or delay.shape != weights[k].shape or too_long:
             raise SNNFileError(f"delays d/{k} must be uint8 beside their weights, of their shape")
         weights[k] = weights[k] << delay.to(torch.int64)
     spec, state = header["qann_spec"], groups["qann/"] or None
