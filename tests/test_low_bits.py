@@ -147,6 +147,7 @@ def _rewrite(path, out, change):
 @pytest.mark.parametrize("change,words", [
     (lambda t: t.update({k: v.to(torch.int16) for k, v in t.items() if k.startswith("d/")}), "uint8"),
     (lambda t: t.update({k: torch.cat([v, v]) for k, v in t.items() if k.startswith("d/")}), "shape"),
+    (lambda t: t.update({k: torch.full_like(v, 63) for k, v in t.items() if k.startswith("d/")}), "longer than any window"),
 ])
 def test_bad_delay_tensors_are_rejected(tmp_path, change, words):
     _, snn = _snn(weight_grid="mse", gains="delayed")
