@@ -301,7 +301,7 @@ class QANN(nn.Module):
         for k in range(SHIFT_SEARCH):
             d = (dt + k).clamp_max(MAX_DELTA_T).to(rows[0].device)
             g = (2.0 ** d.double()).view(-1, 1)
-            err = sum(((torch.clamp(torch.floor(r * g + 0.5), -wq.qmax, wq.qmax) / g - r) ** 2).sum(1) for r in rows)
+            err = sum(((wq.quantize(r * g, 0) / g - r) ** 2).sum(1) for r in rows)
             errors.append(err)
         return (dt + torch.stack(errors).argmin(0).to(dt.device)).clamp_max(MAX_DELTA_T)
 

@@ -108,7 +108,7 @@ class WeightQuant:
         best = None
         for k in (torch.minimum(low, top), torch.minimum(low + 1, top)):
             step = 2.0**k
-            v = torch.clamp(torch.floor(target / step + 0.5), -self.qmax, self.qmax) * step
+            v = self.quantize(target / step, 0) * step
             best = v if best is None else torch.where((v - target).abs() < (best - target).abs(), v, best)
         return x + (best - x).detach()
 
