@@ -2,9 +2,13 @@
 the operation count follows each source's train length; ``search`` keeps its budget on held-out images."""
 import argparse
 import json
+import math
+from statistics import NormalDist
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from radixsnn import quantize
 from radixsnn.cli.options import layer_values
@@ -15,7 +19,7 @@ from radixsnn.core.ops import graph_ops, term_fan_in
 from radixsnn.core.qann import QANN
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError, SNNFileError
-from radixsnn.experiments.search import check_search_options, search_time_steps
+from radixsnn.experiments.search import check_search_options, loss_bound, search_time_steps
 from test_convert import MODELS, NORM, images, randomize_bn
 
 
@@ -117,7 +121,8 @@ def test_file_round_trip_and_checks(tmp_path):
 
 def test_search_options_are_checked():
     for args, words in (((6, [6, 7], 0.5, 8), "below the base"), ((6, [4], -1, 8), "budget"), ((17, [4], 0.5, 8), "base"),
-                        ((6, [4], float("nan"), 8), "budget"), ((6, [0], 0.5, 8), "candidates"), ((6, [4], 0.5, 1), "weight_bits")):
+                        ((6, [4], float("nan"), 8), "budget"), ((6, [0], 0.5, 8), "candidates"), ((6, [4], 0.5, 1), "weight_bits"),
+                        ((6, [4], 0.5, 8, 1, 0.3), "confidence"), ((6, [4], 0.5, 8, 1, 1.0), "confidence")):
         with pytest.raises(ConfigError, match=words):
             check_search_options(*args)
 
@@ -141,8 +146,33 @@ def test_search_keeps_its_budget_and_lowers_layers(labelled):
     assert loose["assignment"]["default"] == 5 and neurons  # a budget of 100 points lowers every layer it can
     assert all(v == 2 for k, v in loose["assignment"].items() if k != "default")
     assert loose["ops_graph"] == min(r["ops_graph"] for r in loose["uniform"])
-    strict = search_time_steps(model, x, y, budget=0.0, quantize_options={"input_shape": (3, 16, 16), **NORM}, **common)
+    strict = search_time_steps(model, x, y, budget=0.0, confidence=0.5, quantize_options={"input_shape": (3, 16, 16), **NORM},
+                               **common)
     assert strict["holdout_accuracy"] >= strict["base_holdout_accuracy"]
     assert strict["ops_graph"] <= strict["uniform"][0]["ops_graph"]
     assert all(s["kept"] == (strict["base_holdout_accuracy"] - s["holdout_accuracy"] <= 0.0) for s in strict["steps"])
+    assert all(s["loss_bound"] == s["holdout_loss"] for s in strict["steps"])  # confidence 0.5: the loss itself
     assert set(strict["sops_per_image"]) == {"chosen", "base"}
+    # at 95 % a step is kept only if its bound, never below its loss, is within the budget
+    sure = search_time_steps(model, x, y, budget=3.0, quantize_options={"input_shape": (3, 16, 16), **NORM}, **common)
+    assert sure["confidence"] == 0.95 and sure["steps"]
+    assert all(s["loss_bound"] >= s["holdout_loss"] and s["kept"] == (s["loss_bound"] <= 3.0) for s in sure["steps"])
+    assert sure["loss_bound"] <= 3.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=2, max_size=60), st.floats(0.5, 0.999))
+def test_loss_bound_is_the_paired_difference_and_its_normal_bound(pairs, confidence):
+    base = torch.tensor([a for a, _ in pairs])
+    trial = torch.tensor([b for _, b in pairs])
+    loss, bound = loss_bound(base, trial, confidence)
+    d = [int(a) - int(b) for a, b in pairs]
+    n = len(d)
+    mean = sum(d) / n
+    assert loss == pytest.approx(100 * mean)
+    assert loss == pytest.approx(100 * (float(base.float().mean()) - float(trial.float().mean())))
+    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / n)
+    assert bound == pytest.approx(100 * (mean + NormalDist().inv_cdf(confidence) * sd / math.sqrt(n)), abs=1e-9)
+    assert bound >= loss - 1e-12
+    if all(v == 0 for v in d):  # no prediction changed: nothing to be unsure about
+        assert bound == loss == 0

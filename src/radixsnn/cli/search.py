@@ -19,8 +19,8 @@ def register(subparsers) -> None:
         description=(
             "Greedy by sensitivity: calibrate at every candidate T, measure each layer's loss when lowered "
             "alone, then lower layers in order of operations saved per point lost while the accuracy on "
-            "held-out TRAINING images stays within --budget points of uniform --base (the test set is never "
-            "used). Writes OUT/time_steps.json (for --time-steps of convert and finetune) and OUT/search.json."
+            "held-out TRAINING images stays within --budget points of uniform --base at --confidence (the test "
+            "set is never used). Writes OUT/time_steps.json (for --time-steps of convert and finetune) and OUT/search.json."
         ),
     )
     add_float_model_args(p)
@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                    help=f"smaller T a layer may take (default {','.join(map(str, D['candidates']))})")
     p.add_argument("--budget", type=float, default=D["budget"],
                    help=f"largest held-out accuracy loss against uniform --base, in points (default {D['budget']})")
+    p.add_argument("--confidence", type=float, default=D["confidence"],
+                   help=f"keep a lowering only if the one-sided upper bound of its held-out loss at this confidence is within "
+                        f"--budget; 0.5 = the measured loss itself (default {D['confidence']})")
     p.add_argument("--holdout", type=positive_int, default=D["holdout"],
                    help=f"training images held out to measure accuracy on (default {D['holdout']})")
     p.add_argument("--sensitivity-images", type=positive_int, default=D["sensitivity_images"],
@@ -48,11 +51,12 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     out = check_folder(args.out, "out")
-    check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images)
+    check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images, args.confidence)
     model = load_float_model(args)
     images, labels = load_cifar(args.dataset, args.data_dir, train=True)
     result = search_time_steps(
-        model, images, labels, base=args.base, candidates=args.candidates, budget=args.budget, holdout=args.holdout,
+        model, images, labels, base=args.base, candidates=args.candidates, budget=args.budget,
+        confidence=args.confidence, holdout=args.holdout,
         sensitivity_images=args.sensitivity_images, calib_images=args.calib_images, weight_bits=args.weight_bits,
         seed=args.seed, sops_images=args.sops_images, act_scale=args.act_scale, progress=not args.no_progress,
     )
@@ -60,12 +64,13 @@ def run(args) -> int:
     config["weights"] = Path(args.weights).name
     write_json(out / "time_steps.json", result["assignment"], "out", indent=1)
     write_json(out / "search.json", {"config": config, **result}, "out", indent=1)
-    print(f"{'assignment':<16} {'held-out acc':>12} {'ops_graph':>11} {'of base':>8}")
+    bound = f"bound {100 * args.confidence:g}%"
+    print(f"{'assignment':<16} {'held-out acc':>12} {'loss':>6} {bound:>11} {'ops_graph':>11} {'of base':>8}")
     base_ops = result["uniform"][0]["ops_graph"]
-    for row in result["uniform"]:
-        print(f"{'uniform T=' + str(row['time_steps']):<16} {row['holdout_accuracy']:>11.2f}% {row['ops_graph']:>11.4g} "
-              f"{row['ops_graph'] / base_ops:>8.3f}")
-    print(f"{'per layer':<16} {result['holdout_accuracy']:>11.2f}% {result['ops_graph']:>11.4g} {result['ops_fraction_of_base']:>8.3f}")
+    for row in [*result["uniform"], {**result, "time_steps": None}]:
+        name = "per layer" if row["time_steps"] is None else f"uniform T={row['time_steps']}"
+        print(f"{name:<16} {row['holdout_accuracy']:>11.2f}% {row['holdout_loss']:>6.2f} {row['loss_bound']:>11.2f} "
+              f"{row['ops_graph']:>11.4g} {row['ops_graph'] / base_ops:>8.3f}")
     sops = result["sops_per_image"]
     if sops:
         print(f"measured sops per image ({result['sops_images']} held-out images): per layer {sops['chosen']:.4g}, "

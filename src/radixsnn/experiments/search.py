@@ -11,8 +11,8 @@ The method, greedy by sensitivity (docs/design.md):
    held-out accuracy and the operations saved (``ops_graph``, Eq. 24 over the SNN's synapses).
 4. Greedy: repeatedly take the untried move (one layer one candidate down) with the most operations
    saved per point of measured single-layer accuracy loss; apply it, measure the whole assignment on the
-   held-out images, keep it if the loss against the uniform base stays within the budget, else undo it
-   and stop lowering that layer.
+   held-out images, keep it if the loss against the uniform base stays within the budget at the chosen
+   confidence (:func:`loss_bound`), else undo it and stop lowering that layer.
 
 All accuracies are exact: the QANN's integer logits, which equal the SNN's.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from statistics import NormalDist
 
 import torch
 import torch.nn as nn
@@ -37,6 +38,7 @@ SEARCH_DEFAULTS = {
     "base": 6,
     "candidates": [2, 3, 4, 5],
     "budget": 0.5,
+    "confidence": 0.95,
     "holdout": 5000,
     "sensitivity_images": 2000,
     "calib_images": 1024,
@@ -46,7 +48,8 @@ SEARCH_DEFAULTS = {
 }
 
 
-def check_search_options(base: int, candidates, budget: float, weight_bits: int, sensitivity_images: int = 1) -> list[int]:
+def check_search_options(base: int, candidates, budget: float, weight_bits: int, sensitivity_images: int = 1,
+                         confidence: float = SEARCH_DEFAULTS["confidence"]) -> list[int]:
     """Check the options of :func:`search_time_steps` before any work; returns the candidates below
     ``base``, sorted.
 
@@ -66,7 +69,31 @@ def check_search_options(base: int, candidates, budget: float, weight_bits: int,
         raise ConfigError("budget", f"must be a non-negative number of points, got {budget}")
     if not sensitivity_images >= 1:
         raise ConfigError("sensitivity_images", f"must be at least 1, got {sensitivity_images}")
+    if not (isinstance(confidence, (int, float)) and 0.5 <= confidence < 1):
+        raise ConfigError("confidence", f"must be in [0.5, 1) (0.5: the measured loss itself), got {confidence}")
     return below
+
+
+def loss_bound(base_correct: torch.Tensor, correct: torch.Tensor, confidence: float) -> tuple[float, float]:
+    """``(loss, bound)`` in points: the accuracy lost against the base on the same images, and its
+    one-sided upper confidence bound at ``confidence`` (normal approximation of the paired difference:
+    ``loss + z * sd(d) / sqrt(n)`` over the per-image differences ``d`` in {-1, 0, 1}).
+
+    Only images on which the two disagree contribute to the spread, so a bound is tight when few
+    predictions change. At ``confidence=0.5`` the bound is the loss itself.
+
+    >>> base = torch.tensor([True] * 100)
+    >>> loss_bound(base, torch.tensor([True] * 99 + [False]), 0.5)
+    (1.0, 1.0)
+    >>> round(loss_bound(base, torch.tensor([True] * 99 + [False]), 0.95)[1], 3)
+    2.637
+    """
+    d = base_correct.to(torch.float64) - correct.to(torch.float64)
+    n = len(d)
+    loss = float(d.mean())
+    spread = math.sqrt(max(float((d * d).mean()) - loss * loss, 0.0) / n)
+    z = NormalDist().inv_cdf(confidence)
+    return 100.0 * loss, 100.0 * (loss + z * spread)
 
 
 def split_training_set(n: int, holdout: int, calib_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,12 +107,15 @@ def split_training_set(n: int, holdout: int, calib_images: int, seed: int) -> tu
 
 
 @torch.no_grad()
-def accuracy(qann: QANN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy (%) of the exact integer logits."""
-    correct = 0
-    for xb, yb in zip(images.split(batch_size), labels.split(batch_size)):
-        correct += int((qann.integer_logits(xb).argmax(1) == yb.to(torch.int64)).sum())
-    return 100.0 * correct / len(images)
+def correct(qann: QANN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Per image: whether the exact integer logits classify it correctly (bool, N)."""
+    return torch.cat([qann.integer_logits(xb).argmax(1) == yb.to(torch.int64)
+                      for xb, yb in zip(images.split(batch_size), labels.split(batch_size))])
+
+
+def accuracy(hits: torch.Tensor) -> float:
+    """Top-1 accuracy (%) of per-image ``hits`` from :func:`correct`."""
+    return 100.0 * float(hits.to(torch.float64).mean())
 
 
 def search_time_steps(
@@ -96,6 +126,7 @@ def search_time_steps(
     base: int = SEARCH_DEFAULTS["base"],
     candidates=SEARCH_DEFAULTS["candidates"],
     budget: float = SEARCH_DEFAULTS["budget"],
+    confidence: float = SEARCH_DEFAULTS["confidence"],
     holdout: int = SEARCH_DEFAULTS["holdout"],
     sensitivity_images: int = SEARCH_DEFAULTS["sensitivity_images"],
     calib_images: int = SEARCH_DEFAULTS["calib_images"],
@@ -107,14 +138,15 @@ def search_time_steps(
     progress: bool = True,
 ) -> dict:
     """Per-layer T (each the base or a smaller candidate) that minimize ``ops_graph`` while the held-out
-    accuracy stays within ``budget`` points of uniform ``base``.
+    accuracy stays within ``budget`` points of uniform ``base``, at ``confidence`` (:func:`loss_bound`;
+    0.5 compares the measured loss itself with the budget).
 
     Returns a JSON-ready dict: ``assignment`` (``{"default": base, layer: T, ...}``, what ``--time-steps``
     accepts), its held-out accuracy and ``ops_graph``, ``uniform`` (the same for every uniform T),
     ``sensitivity``, ``steps`` (the greedy log) and the measured synaptic operations per image of the
     chosen and the uniform-base SNN on ``sops_images`` held-out images (spike engine).
     """
-    candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images)
+    candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images, confidence)
     held, calib = split_training_set(len(train_images), holdout, calib_images, seed)
     hx, hy = train_images[held], train_labels[held]
     sx, sy = hx[:sensitivity_images], hy[:sensitivity_images]
@@ -147,21 +179,26 @@ def search_time_steps(
     uniform = []
     for t in tqdm([base, *candidates], desc="uniform", disable=not progress, leave=False):
         layers = {name: t for name in neurons} if t != base else {}
-        uniform.append({"time_steps": t, "holdout_accuracy": accuracy(build(layers), hx, hy), "ops_graph": ops(layers)})
+        hits = correct(build(layers), hx, hy)
+        if t == base:
+            base_hits = hits
+        loss, bound = loss_bound(base_hits, hits, confidence)
+        uniform.append({"time_steps": t, "holdout_accuracy": accuracy(hits), "holdout_loss": loss, "loss_bound": bound,
+                        "ops_graph": ops(layers)})
     base_acc, base_ops = uniform[0]["holdout_accuracy"], uniform[0]["ops_graph"]
-    base_sens = accuracy(build({}), sx, sy)
+    base_sens = accuracy(base_hits[:len(sx)])
 
     sensitivity = []
     plan = [(name, c) for name in neurons for c in candidates]
     for name, c in tqdm(plan, desc="sensitivity", disable=not progress, leave=False):
-        loss = base_sens - accuracy(build({name: c}), sx, sy)
+        loss = base_sens - accuracy(correct(build({name: c}), sx, sy))
         sensitivity.append({"layer": name, "time_steps": c, "loss": loss, "saved": base_ops - ops({name: c})})
     by_move = {(s["layer"], s["time_steps"]): s for s in sensitivity}
 
     layers: dict[str, int] = {}
     frozen: set[str] = set()
     steps = []
-    current_acc = base_acc
+    current_acc, current_loss, current_bound = base_acc, 0.0, 0.0
     bar = tqdm(desc="greedy", disable=not progress, leave=False)
     while True:
         moves = []
@@ -179,13 +216,16 @@ def search_time_steps(
             break
         _, name, c = max(moves)
         trial = {**layers, name: c}
-        acc = accuracy(build(trial), hx, hy)
-        kept = base_acc - acc <= budget
-        steps.append({"layer": name, "time_steps": c, "holdout_accuracy": acc, "ops_graph": ops(trial), "kept": kept})
+        hits = correct(build(trial), hx, hy)
+        acc = accuracy(hits)
+        loss, bound = loss_bound(base_hits, hits, confidence)
+        kept = bound <= budget
+        steps.append({"layer": name, "time_steps": c, "holdout_accuracy": acc, "holdout_loss": loss, "loss_bound": bound,
+                      "ops_graph": ops(trial), "kept": kept})
         bar.update(1)
-        bar.set_postfix(layer=name, T=c, acc=f"{acc:.2f}", kept=kept)
+        bar.set_postfix(layer=name, T=c, acc=f"{acc:.2f}", bound=f"{bound:.2f}", kept=kept)
         if kept:
-            layers, current_acc = trial, acc
+            layers, current_acc, current_loss, current_bound = trial, acc, loss, bound
         else:
             frozen.add(name)
     bar.close()
@@ -198,10 +238,13 @@ def search_time_steps(
     return {
         "assignment": {"default": base, **dict(sorted(layers.items()))},
         "holdout_accuracy": current_acc,
+        "holdout_loss": current_loss,
+        "loss_bound": current_bound,
         "ops_graph": ops(layers),
         "ops_fraction_of_base": ops(layers) / base_ops,
         "base_holdout_accuracy": base_acc,
         "budget": budget,
+        "confidence": confidence,
         "uniform": uniform,
         "sensitivity": sensitivity,
         "steps": steps,
