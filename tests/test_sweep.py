@@ -121,3 +121,39 @@ def test_sweep_command_on_resnet20(tmp_path, cifar10_dir, resnet20_weights):
     assert eff[(8, 6)] / eff[(3, 6)] == pytest.approx(3 / 8)
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 5
+
+
+def test_results_from_files_join_the_sweep(tmp_path):
+    """Fine-tuned and per-layer-T evaluations join the sweep's rows and figure; a per-layer SNN sits at the
+    uniform T of equal operations; files that break exactness or belong elsewhere are refused."""
+    from radixsnn import evaluate
+    from radixsnn.errors import DataError
+    from radixsnn.experiments.plotting import plot_sweep
+    from radixsnn.experiments.sweep import add_results, rows_from_results
+
+    torch.manual_seed(0)
+    model = Small().eval()
+    images, labels = _data(40)
+    rows = sweep(model, images, labels, images[:20], [2, 5], [8, 3], progress=False, **NORM)
+    neuron = next(n.name for n in quantize(model, 2, input_shape=(3, 8, 8), **NORM).graph.nodes if n.kind == "neuron")
+    qann = quantize(model, {"default": 2, neuron: 4}, input_shape=(3, 8, 8), **NORM)
+    qann.calibrate(images[:20], progress=False)
+    result = evaluate(qann.to_snn(), images, labels, progress=False)
+    per_layer = json.loads(json.dumps(result, default=str))  # what `radixsnn evaluate --json` writes
+    files = {}
+    for name, data in (("per_layer", per_layer), ("finetuned", {**per_layer, "layer_time_steps": {}, "run_epochs": 2}),
+                       ("inexact", {**per_layer, "agreement": 0.99}), ("not_eval", {"accuracy": 0.5}),
+                       ("other", {**per_layer, "model": "vgg16"})):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(data))
+    extra = rows_from_results([files["per_layer"], files["finetuned"]])
+    assert [r["mode"] for r in extra] == ["per-layer T", "fine-tuned"] and extra[1]["epochs"] == 2
+    both = add_results(rows, extra)
+    assert len(both) == len(rows) + 2
+    assert both[-2]["equivalent_time_steps"] == pytest.approx(4.0)  # every neuron at 4: the ops of uniform T = 4
+    assert min(r["efficiency"] for r in both) > 0 and max(r["efficiency"] for r in both) == 1.0
+    plot_sweep(both, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+    for name, words in (("inexact", "99.00 % of the images"), ("not_eval", "not an SNN evaluation"), ("other", "model")):
+        with pytest.raises(DataError, match=words):
+            rows_from_results([files[name]], model=result["model"] or "small")

@@ -19,7 +19,7 @@ from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHI
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import augmentation_for, calibration_images, load_cifar
 from radixsnn.errors import ConfigError
-from radixsnn.experiments.sweep import sweep, write_csv
+from radixsnn.experiments.sweep import add_results, rows_from_results, sweep, write_csv
 from radixsnn.outputs import check_folder, write_json
 
 
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         description=(
             "Convert the float network at every T and weight width (post-training, and optionally after a short "
             "quantization-aware fine-tuning), evaluate each SNN, and write sweep.csv, sweep.json and sweep.png "
-            "to --out. Efficiency ~ 1 / (operations x weight bits), relative to the most efficient point."
+            "to --out. Efficiency ~ 1 / (operations x weight bits), relative to the most efficient point. --points adds "
+            "SNNs evaluated elsewhere (fine-tuned ones, per-layer T from radixsnn search) to the table and the figure."
         ),
     )
     add_model_args(p, images_default=2000)
@@ -53,6 +54,10 @@ def register(subparsers) -> None:
     p.add_argument("--finetune-batch", type=positive_int, default=64, help="fine-tuning batch size (default 64)")
     p.add_argument("--lr", type=positive_float, default=1e-3, help="fine-tuning learning rate, SGD momentum 0.9 (default 0.001)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the calibration and training-subset draws (default 0)")
+    p.add_argument("--points", nargs="+", metavar="RESULTS.json", default=[],
+                   help="evaluation results to add to the table and figure: finetune's OUT/eval.json (fine-tuned) or "
+                        "'radixsnn evaluate --json' of a per-layer-T SNN (drawn at the uniform T of equal operations); "
+                        "each must show SNN == QANN on every image")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.set_defaults(func=run)
@@ -75,6 +80,9 @@ def run(args) -> int:
     if not args.lr > 0:
         raise ConfigError("lr", f"must be positive, got {args.lr}")
     Calibration.parse(args.calib)
+    results = rows_from_results(args.points, args.model, args.dataset)  # read and checked before any work
+    if any(r["mode"] == "per-layer T" for r in results) and len(set(args.time_steps)) < 2:
+        raise ConfigError("time_steps", "need at least two values to place a per-layer point (--points)")
     model = load_float_model(args)
     images, labels = load_test_images(args)
     calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed)
@@ -92,10 +100,12 @@ def run(args) -> int:
                  batch_size=args.batch_size, finetune_batch=args.finetune_batch, lr=args.lr, calib=args.calib,
                  augment=augmentation_for(args.dataset), seed=args.seed, act_scale=args.act_scale, shift=args.shift,
                  weight_grid=args.weight_grid, gains=args.gains)
+    rows = add_results(rows, results)
     write_csv(rows, out / "sweep.csv")
     # file names only: the results stay meaningful when the folders move
     config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out")}
     config["weights"] = Path(args.weights).name
+    config["points"] = [str(p) for p in args.points]
     write_json(out / "sweep.json", {"config": config, "images": len(images), "finetune_steps": steps, "rows": rows},
                "out", indent=1)
     if not args.no_plot:
@@ -104,7 +114,7 @@ def run(args) -> int:
         plot_sweep(rows, out / "sweep.png", f"{args.model}, {len(images)} {args.dataset} test images")
     print(f"{'bits':>4} {'T':>3} {'mode':<14} {'accuracy':>9} {'agree':>6} {'ops_graph':>10} {'efficiency':>10}")
     for r in rows:
-        print(f"{r['weight_bits']:>4} {r['time_steps']:>3} {r['mode']:<14} {100 * r['accuracy']:>8.2f}% "
+        print(f"{r['weight_bits']:>4} {r.get('equivalent_time_steps', r['time_steps']):>3.3g} {r['mode']:<14} {100 * r['accuracy']:>8.2f}% "
               f"{100 * r['agreement']:>5.1f}% {r['ops_graph']:>10.4g} {r['efficiency']:>10.3f}")
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.json'}" + ("" if args.no_plot else f", {out / 'sweep.png'}"))
     return 0

@@ -64,30 +64,50 @@ def plot_coding_error(rows: list[dict], path: str | Path, title: str = "") -> No
     plt.close(fig)
 
 
+#: marker and line style of each kind of sweep point: the sweep's own, and results added from files
+_SWEEP_STYLES = {"post-training": ("o", "-"), "fine-tuned": ("s", "-."), "converted": ("^", ":"), "per-layer T": ("*", "none")}
+
+
 def plot_sweep(rows: list[dict], path: str | Path, title: str = "") -> None:
     """Fig. 4: accuracy (left axis, solid) and relative efficiency (right axis, dashed) vs T.
 
-    ``rows`` carry ``time_steps``, ``weight_bits``, ``mode`` ("post-training" / "fine-tuned"),
-    ``accuracy`` (fraction) and ``efficiency`` (relative to the most efficient point).
+    ``rows`` carry ``time_steps``, ``weight_bits``, ``mode`` ("post-training", "fine-tuned", "converted"
+    or "per-layer T", drawn as a star at its ``equivalent_time_steps``), ``accuracy`` (fraction) and
+    ``efficiency`` (relative to the most efficient point); fine-tuned rows may carry their ``epochs``.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.2))
     eff_ax = ax.twinx()
     colors = ["tab:blue", "tab:red", "tab:green", "tab:purple", "tab:brown"]
-    groups = sorted({(r["weight_bits"], r["mode"]) for r in rows}, key=lambda g: (-g[0], g[1]))
-    for i, (bits, mode) in enumerate(groups):
-        sel = sorted((r for r in rows if r["weight_bits"] == bits and r["mode"] == mode), key=lambda r: r["time_steps"])
-        color = colors[(sorted({g[0] for g in groups}, reverse=True).index(bits)) % len(colors)]
-        marker = "o" if mode == "post-training" else "s"
-        linestyle = "-" if mode == "post-training" else "-."
-        ax.plot([r["time_steps"] for r in sel], [100 * r["accuracy"] for r in sel], color=color, marker=marker,
-                linestyle=linestyle, label=f"accuracy, {bits}-bit weights, {mode}")
-    for bits in sorted({g[0] for g in groups}, reverse=True):
-        sel = {r["time_steps"]: r["efficiency"] for r in rows if r["weight_bits"] == bits}
+    order = list(_SWEEP_STYLES)
+    widths = sorted({r["weight_bits"] for r in rows}, reverse=True)
+
+    def x(r):
+        return r.get("equivalent_time_steps", r["time_steps"])
+
+    groups = sorted({(r["weight_bits"], r["mode"]) for r in rows}, key=lambda g: (-g[0], order.index(g[1])))
+    for bits, mode in groups:
+        sel = sorted((r for r in rows if r["weight_bits"] == bits and r["mode"] == mode), key=x)
+        color = colors[widths.index(bits) % len(colors)]
+        marker, linestyle = _SWEEP_STYLES[mode]
+        epochs = {r.get("epochs") for r in sel}
+        label = f"accuracy, {bits}-bit weights, {mode}"
+        if mode == "fine-tuned" and len(epochs) == 1 and None not in epochs:
+            n = epochs.pop()
+            label += f" ({n} epoch{'' if n == 1 else 's'})"
+        ax.plot([x(r) for r in sel], [100 * r["accuracy"] for r in sel], color=color, marker=marker,
+                linestyle=linestyle, markersize=13 if marker == "*" else 6, label=label)
+    for bits in widths:
+        color = colors[widths.index(bits) % len(colors)]
+        sel = {r["time_steps"]: r["efficiency"] for r in rows if r["weight_bits"] == bits and r["mode"] != "per-layer T"}
         t = sorted(sel)
-        color = colors[(sorted({g[0] for g in groups}, reverse=True).index(bits)) % len(colors)]
         eff_ax.plot(t, [sel[k] for k in t], color=color, linestyle="--", alpha=0.6, label=f"efficiency, {bits}-bit")
-    ax.set_xlabel("time steps T")
+        stars = [r for r in rows if r["weight_bits"] == bits and r["mode"] == "per-layer T"]
+        if stars:
+            eff_ax.plot([x(r) for r in stars], [r["efficiency"] for r in stars], color=color, marker="*", markersize=11,
+                        linestyle="none", alpha=0.6, markerfacecolor="none", label=f"efficiency, {bits}-bit, per-layer T")
+    ax.set_xlabel("time steps T (per-layer T: the uniform T of equal operations)" if any(
+        r["mode"] == "per-layer T" for r in rows) else "time steps T")
     ax.set_ylabel("top-1 accuracy (%)")
     eff_ax.set_ylabel("efficiency (images per unit time, relative)")
     ax.grid(True, alpha=0.3)

@@ -192,12 +192,9 @@ def _lookup(data: dict, key: str):
     return None
 
 
-def read_results(path: str | Path) -> list[Result]:
-    """The accuracies a results JSON holds: the SNN's ``accuracy`` at ``time_steps`` and, if
-    present, the float network's ``fp_accuracy``; an ANN-only file (no ``time_steps``, or engine
-    ``float``) gives the ANN row. ``model`` and ``dataset`` are read from the top level or a nested
-    ``metadata``/``config`` dict; a file without a model name raises :class:`DataError`, a
-    missing dataset means CIFAR-10. Accuracies <= 1 are taken as fractions."""
+def load_results_json(path: str | Path) -> dict:
+    """The JSON object of a results file (``radixsnn evaluate --json``, ``finetune``'s ``eval.json``, ...),
+    read with a size bound; a missing, oversized, unreadable or non-object file raises :class:`DataError`."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"results file not found: {path}")
@@ -211,6 +208,16 @@ def read_results(path: str | Path) -> list[Result]:
         raise DataError(f"{path} is not a JSON file: {' '.join(str(exc).split())[:200]}") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_results(path: str | Path) -> list[Result]:
+    """The accuracies a results JSON holds: the SNN's ``accuracy`` at ``time_steps`` and, if
+    present, the float network's ``fp_accuracy``; an ANN-only file (no ``time_steps``, or engine
+    ``float``) gives the ANN row. ``model`` and ``dataset`` are read from the top level or a nested
+    ``metadata``/``config`` dict; a file without a model name raises :class:`DataError`, a
+    missing dataset means CIFAR-10. Accuracies <= 1 are taken as fractions."""
+    data = load_results_json(path)
     model = _lookup(data, "model")
     if model is None:
         raise DataError(f"{path}: no model name (key 'model') to place the result in a table")

@@ -19,6 +19,11 @@ taken to cost ``b`` (bit-serial weights). So
 reported relative to the most efficient point of the sweep. At equal T, 8-bit weights are therefore
 ``1 - 3/8 = 62.5 %`` less efficient than 3-bit weights (the paper's "63 %") -- a consequence of the
 cost model, not a measurement.
+
+SNNs made elsewhere join the figure through their evaluation results (:func:`rows_from_results`): SNNs
+fine-tuned by ``radixsnn finetune`` (its ``eval.json``) and SNNs with per-layer time steps from
+``radixsnn search`` (``radixsnn evaluate --json``). A per-layer SNN is placed at its *equivalent T*, the
+uniform T with the same ``ops_graph`` (:func:`equivalent_time_steps`).
 """
 from __future__ import annotations
 
@@ -34,7 +39,8 @@ from radixsnn.core.evaluation import evaluate
 from radixsnn.core.qann import DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID
 from radixsnn.core.quant import ActQuant, WeightQuant
 from radixsnn.data.loader import DeviceLoader
-from radixsnn.errors import ConfigError
+from radixsnn.errors import ConfigError, DataError
+from radixsnn.experiments.report import load_results_json
 from radixsnn.outputs import write_text
 from radixsnn.training.qat import finetune
 from radixsnn.training.trainer import TrainConfig
@@ -121,6 +127,76 @@ def sweep(
     return rows
 
 
+def rows_from_results(paths, model: str | None = None, dataset: str | None = None) -> list[dict]:
+    """Sweep rows from evaluation results: ``radixsnn finetune``'s ``OUT/eval.json`` (mode ``fine-tuned``,
+    with its ``epochs``) or ``radixsnn evaluate --json`` (mode ``per-layer T`` when the SNN has per-layer
+    time steps, else ``converted``). Every file must come from ``model`` / ``dataset`` when they are given,
+    hold one weight width, and show its SNN equal to its QANN on every image (``agreement`` 1.0): a point
+    that breaks exactness is refused, not drawn. Raises :class:`DataError` naming the file."""
+    rows = []
+    for path in paths:
+        data = load_results_json(path)
+        missing = [k for k in ("accuracy", "agreement", "ops_graph", "time_steps", "weight_bits") if data.get(k) is None]
+        if missing:
+            raise DataError(f"{path}: not an SNN evaluation (no {', '.join(missing)}); give radixsnn evaluate --json "
+                            "or finetune's eval.json")
+        for key, want in (("model", model), ("dataset", dataset)):
+            if want is not None and data.get(key) not in (None, want):
+                raise DataError(f"{path}: {key} is {data[key]!r}, the sweep's is {want!r}")
+        if data["agreement"] != 1.0:
+            raise DataError(f"{path}: its SNN equals its QANN on only {100 * data['agreement']:.2f} % of the images "
+                            "(must be all): not a radix SNN result")
+        if data.get("layer_weight_bits"):
+            raise DataError(f"{path}: per-layer weight bits have no single weight width for the efficiency axis")
+        per_layer = bool(data.get("layer_time_steps"))
+        epochs = data.get("run_epochs")
+        rows.append({
+            "weight_bits": data["weight_bits"],
+            "time_steps": data["time_steps"],
+            "mode": "per-layer T" if per_layer else ("fine-tuned" if epochs else "converted"),
+            "finetune_steps": None,
+            "epochs": epochs,
+            "accuracy": data["accuracy"],
+            "qann_accuracy": data.get("qann_accuracy"),
+            "agreement": data["agreement"],
+            "ops_graph": data["ops_graph"],
+            "images": data.get("images"),
+            "final_loss": None,
+            "source": str(path),
+        })
+    return rows
+
+
+def equivalent_time_steps(ops_graph: float, uniform: list[dict]) -> float:
+    """The uniform T whose ``ops_graph`` equals ``ops_graph``, by linear interpolation (or extrapolation
+    from the two nearest) over ``uniform`` rows of one model. ``ops_graph`` is affine in a uniform T
+    (every synapse but the first layer's reads T-step trains), so the interpolation is exact.
+
+    >>> equivalent_time_steps(250, [{"time_steps": 2, "ops_graph": 100}, {"time_steps": 4, "ops_graph": 300}])
+    3.5
+    """
+    points = sorted({(r["time_steps"], r["ops_graph"]) for r in uniform})
+    if len({t for t, _ in points}) < 2:
+        raise ConfigError("time_steps", "need at least two uniform T in the sweep to place a per-layer point")
+    i = 1
+    while i < len(points) - 1 and points[i][1] < ops_graph:
+        i += 1
+    (t0, o0), (t1, o1) = points[i - 1], points[i]
+    return t0 + (t1 - t0) * (ops_graph - o0) / (o1 - o0)
+
+
+def add_results(rows: list[dict], results: list[dict]) -> list[dict]:
+    """``rows`` of a sweep followed by ``results`` (from :func:`rows_from_results`), per-layer ones placed
+    at their equivalent T among the sweep's uniform rows, efficiencies recomputed over them all."""
+    uniform = [r for r in rows if r["mode"] == "post-training"]
+    for r in results:
+        if r["mode"] == "per-layer T":
+            r["equivalent_time_steps"] = equivalent_time_steps(r["ops_graph"], uniform)
+    rows = rows + results
+    add_efficiency(rows)
+    return rows
+
+
 def add_efficiency(rows: list[dict]) -> None:
     """Set ``cost = ops_graph x weight_bits`` and ``efficiency = min cost / cost`` (1 = most efficient)."""
     for r in rows:
@@ -132,9 +208,9 @@ def add_efficiency(rows: list[dict]) -> None:
 
 def write_csv(rows: list[dict], path) -> None:
     cols = ("weight_bits", "time_steps", "mode", "finetune_steps", "accuracy", "qann_accuracy", "agreement",
-            "ops_graph", "cost", "efficiency")
+            "ops_graph", "cost", "efficiency", "source")
     lines = [",".join(cols)]
     for r in rows:
-        lines.append(",".join("" if r[c] is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]))
+        lines.append(",".join("" if r.get(c) is None else (f"{r[c]:.6g}" if isinstance(r[c], float) else str(r[c]))
                               for c in cols))
     write_text(path, "\n".join(lines) + "\n", "out")
