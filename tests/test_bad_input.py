@@ -148,6 +148,8 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["search", *w, "--budget", "nan", "--out", o], "--budget must be a non-negative number of points"),
         (["search", *w, "--candidates", "6,7", "--out", o], "--candidates need at least one T below the base 6"),
         (["search", *w, "--base", "17", "--out", o], "--base must be an integer in 1..16, got 17"),
+        (["search", *w, "--confidence", "1", "--out", o], "--confidence must be in [0.5, 1)"),
+        (["search", *w, "--confidence", "nan", "--out", o], "--confidence must be in [0.5, 1)"),
         (["search", *w, "--out", str(d / "a_file")], "--out must be a folder"),
         # sweep
         (["sweep", *w, "--time-steps", "0,4", "--out", o], "--time-steps values must lie in 1..65536"),
@@ -157,6 +159,8 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["sweep", *w, "--lr", "0", "--out", o], "--lr must be positive"),
         (["sweep", *w, "--calib", "mean", "--out", o], "--calib must be 'mse' or 'percentile:P'"),
         (["sweep", *w, "--out", str(d / "a_file")], "--out must be a folder"),
+        (["sweep", *w, "--points", str(d / "missing.json"), "--out", o], "results file not found"),
+        (["sweep", *w, "--points", str(d / "nan.th"), "--out", o], "is not a JSON file"),
         # ops
         (["ops", "--model", "nope", "-T", "4"], "--model 'nope' is unknown"),
         (["ops", "--model", "resnet20", "-T", "0"], "--time-steps must be an integer in 1..16"),
