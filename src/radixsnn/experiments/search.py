@@ -142,7 +142,8 @@ def search_time_steps(
     0.5 compares the measured loss itself with the budget).
 
     Returns a JSON-ready dict: ``assignment`` (``{"default": base, layer: T, ...}``, what ``--time-steps``
-    accepts), its held-out accuracy and ``ops_graph``, ``uniform`` (the same for every uniform T),
+    accepts), its held-out accuracy, loss and loss bound (:func:`loss_bound`) and ``ops_graph``, ``uniform``
+    (the same for every uniform T),
     ``sensitivity``, ``steps`` (the greedy log) and the measured synaptic operations per image of the
     chosen and the uniform-base SNN on ``sops_images`` held-out images (spike engine).
     """
