@@ -7,10 +7,12 @@ The method, greedy by sensitivity (docs/design.md):
 2. Calibrate the QANN once at every candidate T. A layer's activation scale depends only on its own T
    (calibration reads the float network's activations), so any assignment of T's to layers takes each
    layer's scale from the calibration at its T, with no further calibration.
-3. Sensitivity: lower one layer at a time from the base T to every smaller candidate and measure the
-   held-out accuracy and the operations saved (``ops_graph``, Eq. 24 over the SNN's synapses).
+3. Sensitivity: lower one layer at a time from the base T to every smaller candidate and measure how far
+   its output distribution moves from the base's (mean KL divergence of the softmaxes, which unlike the
+   accuracy of memorized training images does not sit at zero), the held-out accuracy lost and the
+   operations saved (``ops_graph``, Eq. 24 over the SNN's synapses).
 4. Greedy: repeatedly take the untried move (one layer one candidate down) with the most operations
-   saved per point of measured single-layer accuracy loss; apply it, measure the whole assignment on the
+   saved per unit of single-layer divergence; apply it, measure the whole assignment on the
    held-out images, keep it if the loss against the uniform base stays within the budget at the chosen
    confidence (:func:`loss_bound`), else undo it and stop lowering that layer.
 
@@ -107,10 +109,28 @@ def split_training_set(n: int, holdout: int, calib_images: int, seed: int) -> tu
 
 
 @torch.no_grad()
-def correct(qann: QANN, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """Per image: whether the exact integer logits classify it correctly (bool, N)."""
-    return torch.cat([qann.integer_logits(xb).argmax(1) == yb.to(torch.int64)
-                      for xb, yb in zip(images.split(batch_size), labels.split(batch_size))])
+def exact_logits(qann: QANN, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The exact logits in real units (float64, N x classes): the integer logits, which the SNN computes,
+    times the logit scale (positive, so the classes rank as the integer logits do)."""
+    out = next(n for n in qann.graph.nodes if n.kind == "output")
+    delta = qann.layer_integers(out)[3].detach()
+    return torch.cat([qann.forward(xb, exact=True) for xb in images.split(batch_size)]) * delta
+
+
+def divergence(base_logits: torch.Tensor, logits: torch.Tensor) -> float:
+    """Mean KL divergence ``KL(base || trial)`` of the softmaxes, in nats per image.
+
+    >>> a = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> divergence(a, a), abs(divergence(a, a + 5)) < 1e-12, round(divergence(a, a.flip(1)), 4)
+    (0.0, True, 0.9927)
+    """
+    lp, lq = torch.log_softmax(base_logits, 1), torch.log_softmax(logits, 1)
+    return float((lp.exp() * (lp - lq)).sum(1).mean())
+
+
+def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per image: whether ``logits`` classify it correctly (bool, N)."""
+    return logits.argmax(1) == labels.to(torch.int64)
 
 
 def accuracy(hits: torch.Tensor) -> float:
@@ -180,9 +200,10 @@ def search_time_steps(
     uniform = []
     for t in tqdm([base, *candidates], desc="uniform", disable=not progress, leave=False):
         layers = {name: t for name in neurons} if t != base else {}
-        hits = correct(build(layers), hx, hy)
+        out = exact_logits(build(layers), hx)
+        hits = correct(out, hy)
         if t == base:
-            base_hits = hits
+            base_hits, base_logits = hits, out[:len(sx)]
         loss, bound = loss_bound(base_hits, hits, confidence)
         uniform.append({"time_steps": t, "holdout_accuracy": accuracy(hits), "holdout_loss": loss, "loss_bound": bound,
                         "ops_graph": ops(layers)})
@@ -192,8 +213,9 @@ def search_time_steps(
     sensitivity = []
     plan = [(name, c) for name in neurons for c in candidates]
     for name, c in tqdm(plan, desc="sensitivity", disable=not progress, leave=False):
-        loss = base_sens - accuracy(correct(build({name: c}), sx, sy))
-        sensitivity.append({"layer": name, "time_steps": c, "loss": loss, "saved": base_ops - ops({name: c})})
+        out = exact_logits(build({name: c}), sx)
+        sensitivity.append({"layer": name, "time_steps": c, "divergence": divergence(base_logits, out),
+                            "loss": base_sens - accuracy(correct(out, sy)), "saved": base_ops - ops({name: c})})
     by_move = {(s["layer"], s["time_steps"]): s for s in sensitivity}
 
     layers: dict[str, int] = {}
@@ -212,12 +234,12 @@ def search_time_steps(
                 continue
             c = max(lower)  # one candidate down
             saved = ops(layers) - ops({**layers, name: c})
-            moves.append((saved / max(by_move[(name, c)]["loss"], 0.01), name, c))
+            moves.append((saved / max(by_move[(name, c)]["divergence"], 1e-12), name, c))
         if not moves:
             break
         _, name, c = max(moves)
         trial = {**layers, name: c}
-        hits = correct(build(trial), hx, hy)
+        hits = correct(exact_logits(build(trial), hx), hy)
         acc = accuracy(hits)
         loss, bound = loss_bound(base_hits, hits, confidence)
         kept = bound <= budget
