@@ -12,7 +12,7 @@ The method, greedy by sensitivity (docs/design.md):
    accuracy of memorized training images does not sit at zero), the held-out accuracy lost and the
    operations saved (``ops_graph``, Eq. 24 over the SNN's synapses).
 4. Greedy: repeatedly take the untried move (one layer one candidate down) with the most operations
-   saved per unit of single-layer divergence; apply it, measure the whole assignment on the
+   saved per unit of single-layer divergence that the step adds; apply it, measure the whole assignment on the
    held-out images, keep it if the loss against the uniform base stays within the budget at the chosen
    confidence (:func:`loss_bound`), else undo it and stop lowering that layer.
 
@@ -234,7 +234,8 @@ def search_time_steps(
                 continue
             c = max(lower)  # one candidate down
             saved = ops(layers) - ops({**layers, name: c})
-            moves.append((saved / max(by_move[(name, c)]["divergence"], 1e-12), name, c))
+            spent = by_move[(name, c)]["divergence"] - (by_move[(name, now)]["divergence"] if now != base else 0.0)
+            moves.append((saved / max(spent, 1e-12), name, c))
         if not moves:
             break
         _, name, c = max(moves)
