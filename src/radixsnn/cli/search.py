@@ -17,8 +17,9 @@ def register(subparsers) -> None:
         "search",
         help="choose per-layer time steps with the fewest operations within an accuracy budget",
         description=(
-            "Greedy by sensitivity: calibrate at every candidate T, measure each layer's loss when lowered "
-            "alone, then lower layers in order of operations saved per point lost while the accuracy on "
+            "Greedy by sensitivity: calibrate at every candidate T, measure how far each layer moves the outputs "
+            "(KL divergence) when lowered alone, then lower layers in order of operations saved per unit of "
+            "divergence while the accuracy on "
             "held-out TRAINING images stays within --budget points of uniform --base at --confidence (the test "
             "set is never used). Writes OUT/time_steps.json (for --time-steps of convert and finetune) and OUT/search.json."
         ),

@@ -221,7 +221,7 @@ def search_time_steps(
     layers: dict[str, int] = {}
     frozen: set[str] = set()
     steps = []
-    current_acc, current_loss, current_bound = base_acc, 0.0, 0.0
+    chosen = {"holdout_accuracy": base_acc, "holdout_loss": 0.0, "loss_bound": 0.0}  # the last kept step
     bar = tqdm(desc="greedy", disable=not progress, leave=False)
     while True:
         moves = []
@@ -244,12 +244,13 @@ def search_time_steps(
         acc = accuracy(hits)
         loss, bound = loss_bound(base_hits, hits, confidence)
         kept = bound <= budget
-        steps.append({"layer": name, "time_steps": c, "holdout_accuracy": acc, "holdout_loss": loss, "loss_bound": bound,
-                      "ops_graph": ops(trial), "kept": kept})
+        step = {"layer": name, "time_steps": c, "holdout_accuracy": acc, "holdout_loss": loss, "loss_bound": bound,
+                "ops_graph": ops(trial), "kept": kept}
+        steps.append(step)
         bar.update(1)
         bar.set_postfix(layer=name, T=c, acc=f"{acc:.2f}", bound=f"{bound:.2f}", kept=kept)
         if kept:
-            layers, current_acc, current_loss, current_bound = trial, acc, loss, bound
+            layers, chosen = trial, step
         else:
             frozen.add(name)
     bar.close()
@@ -261,9 +262,9 @@ def search_time_steps(
             measured[key] = res["sops_per_image"]
     return {
         "assignment": {"default": base, **dict(sorted(layers.items()))},
-        "holdout_accuracy": current_acc,
-        "holdout_loss": current_loss,
-        "loss_bound": current_bound,
+        "holdout_accuracy": chosen["holdout_accuracy"],
+        "holdout_loss": chosen["holdout_loss"],
+        "loss_bound": chosen["loss_bound"],
         "ops_graph": ops(layers),
         "ops_fraction_of_base": ops(layers) / base_ops,
         "base_holdout_accuracy": base_acc,
