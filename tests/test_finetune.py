@@ -262,3 +262,30 @@ def test_default_learning_rate_depends_on_time_steps():
     from radixsnn.training import default_lr
 
     assert [default_lr(t) for t in (1, 2, 3, 4, 8)] == [3e-2, 3e-2, 1e-3, 1e-3, 1e-3]
+
+
+def test_scale_learning_rate_is_a_multiple_of_the_schedule_without_decay(tmp_path, digits_float):
+    from radixsnn.training.trainer import parameter_groups
+
+    qann = quantize(create_model("resnet20"), 2)
+    groups = parameter_groups(qann, TrainConfig(epochs=1, lr=0.1, weight_decay=1e-4, scale_lr=30.0))
+    rest, scales = groups
+    assert scales["lr_scale"] == 30.0 and scales["weight_decay"] == 0.0 and rest["lr_scale"] == 1.0
+    assert {id(p) for p in scales["params"]} == {id(p) for p in qann.scales.parameters()}
+    assert len(rest["params"]) + len(scales["params"]) == len(list(qann.parameters()))
+    assert parameter_groups(torch.nn.Linear(2, 2), TrainConfig(epochs=1))[0]["lr_scale"] == 1.0  # a float network: one group
+    with pytest.raises(RadixSNNError, match="scale_lr"):
+        TrainConfig(epochs=1, scale_lr=0.0)
+
+    common = [
+        "--model", "resnet20", "--dataset", "digits", "--weights", str(digits_float), "--time-steps", "2",
+        "--epochs", "1", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8",
+        "--calib-images", "16", "--eval-images", "8", "--engine", "integer", "--no-progress", "--lr", "1e-3",
+    ]
+    assert main(["finetune", "--out", str(tmp_path / "a"), *common]) == 0
+    assert main(["finetune", "--out", str(tmp_path / "b"), "--scale-lr", "100", *common]) == 0
+    assert json.loads((tmp_path / "b" / "last.json").read_text())["config"]["scale_lr"] == 100.0
+    assert json.loads((tmp_path / "b" / "eval.json").read_text())["agreement"] == 1.0
+    a, b = tensors(tmp_path / "a" / "last.safetensors"), tensors(tmp_path / "b" / "last.safetensors")
+    scales = [k for k in a if k.startswith("scales.")]
+    assert scales and any(not torch.equal(a[k], b[k]) for k in scales)

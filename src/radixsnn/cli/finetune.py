@@ -55,6 +55,11 @@ def register(subparsers) -> None:
         help="temperature of the distillation: both softmaxes of logits / TAU, the KL term times TAU^2; "
         f"above 1 the float network's ranking of the wrong classes teaches too (default {FINETUNE_DEFAULTS['distill_temperature']})",
     )
+    p.add_argument(
+        "--scale-lr", type=positive_float, metavar="MULT",
+        help="learning rate of the activation scales (LSQ step sizes, no weight decay) as a multiple of the "
+        f"scheduled rate (default {FINETUNE_DEFAULTS['scale_lr']})",
+    )
     add_runtime_options(p)
     p.add_argument("--engine", choices=ENGINES, default="spikes", help="engine of the final SNN evaluation (default spikes)")
     p.add_argument("--eval-images", type=positive_int, metavar="N", help="final SNN evaluation on the first N test images (default all)")

@@ -61,6 +61,7 @@ FINETUNE_DEFAULTS = {
     "label_smoothing": 0.0,
     "mixup": 0.0,
     "ema": 0.0,
+    "scale_lr": 1.0,
     "clip_grad": 1.0,
     "distill": 1.0,
     "distill_temperature": 1.0,

@@ -79,6 +79,7 @@ def train_config(config: dict) -> TrainConfig:
         distill_temperature=config.get("distill_temperature") or 1.0,
         mixup=config.get("mixup") or 0.0,
         ema=config.get("ema") or 0.0,
+        scale_lr=config.get("scale_lr", 1.0),
     )
 
 

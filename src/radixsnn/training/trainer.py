@@ -52,6 +52,7 @@ class TrainConfig:
     max_steps: int | None = None
     mixup: float = 0.0
     ema: float = 0.0
+    scale_lr: float = 1.0
 
     def __post_init__(self):
         checks = [
@@ -65,6 +66,7 @@ class TrainConfig:
             ("label_smoothing", 0 <= self.label_smoothing < 1, "must lie in [0, 1)"),
             ("mixup", math.isfinite(self.mixup) and self.mixup >= 0, "must not be negative"),
             ("ema", 0 <= self.ema < 1, "must lie in [0, 1)"),
+            ("scale_lr", math.isfinite(self.scale_lr) and self.scale_lr > 0, "must be positive"),
             ("clip_grad", self.clip_grad is None or (math.isfinite(self.clip_grad) and self.clip_grad >= 0), "must not be negative"),
             ("distill", 0 <= self.distill <= 1, "must lie in [0, 1]"),
             ("distill_temperature", math.isfinite(self.distill_temperature) and self.distill_temperature > 0, "must be positive"),
@@ -116,6 +118,22 @@ def training_loss(
     kl = F.kl_div(F.log_softmax(logits / tau, dim=1), F.log_softmax(teacher_logits.float() / tau, dim=1),
                   reduction="batchmean", log_target=True)
     return (1 - d) * ce + d * tau**2 * kl
+
+
+def parameter_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups: every trainable parameter at the base rate, except activation
+    scales (parameters named ``scales.*``, a QANN's LSQ step sizes), which learn at ``config.scale_lr``
+    times the base rate and without weight decay (decaying a quantizer's step size only pushes it to
+    clip). ``lr_scale`` is each group's multiple of the scheduled rate.
+    """
+    rest, scales = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (scales if name.startswith("scales.") else rest).append(p)
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if scales:
+        groups.append({"params": scales, "lr_scale": config.scale_lr, "weight_decay": 0.0})
+    return groups
 
 
 def pixels_as_float(x: torch.Tensor) -> torch.Tensor:
@@ -179,9 +197,8 @@ class Trainer:
         if runtime.distributed:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
-        params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            parameter_groups(self.model, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.start_epoch = 0
@@ -336,7 +353,7 @@ class Trainer:
                 break
             lr = learning_rate(self.config, epoch, step / per_epoch, self._schedule_epochs())
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group["lr_scale"]
             images, partner, lam = self._mix(images)
             with self._autocast():
                 teacher_logits = None
