@@ -122,7 +122,8 @@ def test_file_round_trip_and_checks(tmp_path):
 def test_search_options_are_checked():
     for args, words in (((6, [6, 7], 0.5, 8), "below the base"), ((6, [4], -1, 8), "budget"), ((17, [4], 0.5, 8), "base"),
                         ((6, [4], float("nan"), 8), "budget"), ((6, [0], 0.5, 8), "candidates"), ((6, [4], 0.5, 1), "weight_bits"),
-                        ((6, [4], 0.5, 8, 1, 0.3), "confidence"), ((6, [4], 0.5, 8, 1, 1.0), "confidence")):
+                        ((6, [4], 0.5, 8, 1, 0.3), "confidence"), ((6, [4], 0.5, 8, 1, 1.0), "confidence"),
+                        ((6, [4], 0.5, 8, 1, 0.95, "random"), "method")):
         with pytest.raises(ConfigError, match=words):
             check_search_options(*args)
 
@@ -158,6 +159,28 @@ def test_search_keeps_its_budget_and_lowers_layers(labelled):
     assert sure["confidence"] == 0.95 and sure["steps"]
     assert all(s["loss_bound"] >= s["holdout_loss"] and s["kept"] == (s["loss_bound"] <= 3.0) for s in sure["steps"])
     assert sure["loss_bound"] <= 3.0
+
+
+def test_path_search_bisects_the_divergence_order(labelled):
+    model, x, y = labelled
+    common = dict(base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=0,
+                  progress=False, method="path", quantize_options={"input_shape": (3, 16, 16), **NORM})
+    loose = search_time_steps(model, x, y, budget=100.0, **common)
+    assert len(loose["steps"]) == 1 and loose["steps"][0]["kept"]  # the whole path fits: one measurement
+    assert all(v == 2 for k, v in loose["assignment"].items() if k != "default")
+    moves = 2 * (len(loose["assignment"]) - 1)
+    assert loose["steps"][0]["path_index"] == moves
+    for budget in (0.0, 2.0):
+        res = search_time_steps(model, x, y, budget=budget, confidence=0.5, **common)
+        steps = res["steps"]
+        assert len(steps) <= 1 + math.ceil(math.log2(moves + 1))
+        kept = [s["path_index"] for s in steps if s["kept"]]
+        dropped = [s["path_index"] for s in steps if not s["kept"]]
+        assert max(kept, default=0) < min(dropped, default=moves + 1)  # bisection: every kept prefix is shorter
+        assert all(s["kept"] == (s["holdout_loss"] <= budget) for s in steps)
+        lowered = sum({3: 1, 2: 2}[t] for k, t in res["assignment"].items() if k != "default")
+        assert lowered == max(kept, default=0)  # the chosen assignment is the kept prefix of the path
+        assert res["holdout_loss"] <= budget and res["method"] == "path"
 
 
 @settings(max_examples=50, deadline=None)

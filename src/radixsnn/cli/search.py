@@ -6,7 +6,7 @@ from pathlib import Path
 from radixsnn.cli.options import add_float_model_args, int_list, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE
 from radixsnn.data import load_cifar
-from radixsnn.experiments.search import SEARCH_DEFAULTS, check_search_options, search_time_steps
+from radixsnn.experiments.search import METHODS, SEARCH_DEFAULTS, check_search_options, search_time_steps
 from radixsnn.outputs import check_folder, write_json
 
 D = SEARCH_DEFAULTS
@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     p.add_argument("--confidence", type=float, default=D["confidence"],
                    help=f"keep a lowering only if the one-sided upper bound of its held-out loss at this confidence is within "
                         f"--budget; 0.5 = the measured loss itself (default {D['confidence']})")
+    p.add_argument("--method", choices=METHODS, default=D["method"],
+                   help="greedy = measure every move on the held-out images, keep it if it fits, else stop lowering that "
+                        "layer; path = order all moves by the divergences alone, then bisect for the longest prefix "
+                        f"that fits (about log2 of the moves in measurements) (default {D['method']})")
     p.add_argument("--holdout", type=positive_int, default=D["holdout"],
                    help=f"training images held out to measure accuracy on (default {D['holdout']})")
     p.add_argument("--sensitivity-images", type=positive_int, default=D["sensitivity_images"],
@@ -52,12 +56,12 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     out = check_folder(args.out, "out")
-    check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images, args.confidence)
+    check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images, args.confidence, args.method)
     model = load_float_model(args)
     images, labels = load_cifar(args.dataset, args.data_dir, train=True)
     result = search_time_steps(
         model, images, labels, base=args.base, candidates=args.candidates, budget=args.budget,
-        confidence=args.confidence, holdout=args.holdout,
+        confidence=args.confidence, method=args.method, holdout=args.holdout,
         sensitivity_images=args.sensitivity_images, calib_images=args.calib_images, weight_bits=args.weight_bits,
         seed=args.seed, sops_images=args.sops_images, act_scale=args.act_scale, progress=not args.no_progress,
     )

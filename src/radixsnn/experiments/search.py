@@ -14,7 +14,9 @@ The method, greedy by sensitivity (docs/design.md):
 4. Greedy: repeatedly take the untried move (one layer one candidate down) with the most operations
    saved per unit of single-layer divergence that the step adds; apply it, measure the whole assignment on the
    held-out images, keep it if the loss against the uniform base stays within the budget at the chosen
-   confidence (:func:`loss_bound`), else undo it and stop lowering that layer.
+   confidence (:func:`loss_bound`), else undo it and stop lowering that layer. Or (``method="path"``)
+   order every move by the same ranking without measuring, and bisect for the longest prefix of that
+   path whose loss fits.
 
 All accuracies are exact: the QANN's integer logits, which equal the SNN's.
 """
@@ -47,11 +49,15 @@ SEARCH_DEFAULTS = {
     "weight_bits": 8,
     "seed": 0,
     "sops_images": 200,
+    "method": "greedy",
 }
+
+#: How the search walks from uniform ``base`` to lower T's (docs/design.md).
+METHODS = ("greedy", "path")
 
 
 def check_search_options(base: int, candidates, budget: float, weight_bits: int, sensitivity_images: int = 1,
-                         confidence: float = SEARCH_DEFAULTS["confidence"]) -> list[int]:
+                         confidence: float = SEARCH_DEFAULTS["confidence"], method: str = SEARCH_DEFAULTS["method"]) -> list[int]:
     """Check the options of :func:`search_time_steps` before any work; returns the candidates below
     ``base``, sorted.
 
@@ -73,6 +79,8 @@ def check_search_options(base: int, candidates, budget: float, weight_bits: int,
         raise ConfigError("sensitivity_images", f"must be at least 1, got {sensitivity_images}")
     if not (isinstance(confidence, (int, float)) and 0.5 <= confidence < 1):
         raise ConfigError("confidence", f"must be in [0.5, 1) (0.5: the measured loss itself), got {confidence}")
+    if method not in METHODS:
+        raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
     return below
 
 
@@ -153,6 +161,7 @@ def search_time_steps(
     weight_bits: int = SEARCH_DEFAULTS["weight_bits"],
     seed: int = SEARCH_DEFAULTS["seed"],
     sops_images: int = SEARCH_DEFAULTS["sops_images"],
+    method: str = SEARCH_DEFAULTS["method"],
     act_scale: str = DEFAULT_ACT_SCALE,
     quantize_options: dict | None = None,
     progress: bool = True,
@@ -164,10 +173,11 @@ def search_time_steps(
     Returns a JSON-ready dict: ``assignment`` (``{"default": base, layer: T, ...}``, what ``--time-steps``
     accepts), its held-out accuracy, loss and loss bound (:func:`loss_bound`) and ``ops_graph``, ``uniform``
     (the same for every uniform T),
-    ``sensitivity``, ``steps`` (the greedy log) and the measured synaptic operations per image of the
+    ``sensitivity``, ``steps`` (every assignment measured, in order; with ``method="path"`` each with its
+    ``path_index``, the number of moves from the base) and the measured synaptic operations per image of the
     chosen and the uniform-base SNN on ``sops_images`` held-out images (spike engine).
     """
-    candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images, confidence)
+    candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images, confidence, method)
     held, calib = split_training_set(len(train_images), holdout, calib_images, seed)
     hx, hy = train_images[held], train_labels[held]
     sx, sy = hx[:sensitivity_images], hy[:sensitivity_images]
@@ -218,12 +228,9 @@ def search_time_steps(
                             "loss": base_sens - accuracy(correct(out, sy)), "saved": base_ops - ops({name: c})})
     by_move = {(s["layer"], s["time_steps"]): s for s in sensitivity}
 
-    layers: dict[str, int] = {}
-    frozen: set[str] = set()
-    steps = []
-    chosen = {"holdout_accuracy": base_acc, "holdout_loss": 0.0, "loss_bound": 0.0}  # the last kept step
-    bar = tqdm(desc="greedy", disable=not progress, leave=False)
-    while True:
+    def best_move(layers: dict[str, int], frozen: set[str]) -> tuple[str, int] | None:
+        """The untried move (a layer not in ``frozen``, one candidate down) with the most operations saved
+        per unit of the single-layer divergence the step adds; ``None`` when no layer can go lower."""
         moves = []
         for name in neurons:
             if name in frozen:
@@ -236,23 +243,49 @@ def search_time_steps(
             saved = ops(layers) - ops({**layers, name: c})
             spent = by_move[(name, c)]["divergence"] - (by_move[(name, now)]["divergence"] if now != base else 0.0)
             moves.append((saved / max(spent, 1e-12), name, c))
-        if not moves:
-            break
-        _, name, c = max(moves)
-        trial = {**layers, name: c}
+        return max(moves)[1:] if moves else None
+
+    def measure(trial: dict[str, int], name: str, c: int) -> dict:
         hits = correct(exact_logits(build(trial), hx), hy)
-        acc = accuracy(hits)
         loss, bound = loss_bound(base_hits, hits, confidence)
-        kept = bound <= budget
-        step = {"layer": name, "time_steps": c, "holdout_accuracy": acc, "holdout_loss": loss, "loss_bound": bound,
-                "ops_graph": ops(trial), "kept": kept}
-        steps.append(step)
-        bar.update(1)
-        bar.set_postfix(layer=name, T=c, acc=f"{acc:.2f}", bound=f"{bound:.2f}", kept=kept)
-        if kept:
-            layers, chosen = trial, step
-        else:
-            frozen.add(name)
+        return {"layer": name, "time_steps": c, "holdout_accuracy": accuracy(hits), "holdout_loss": loss,
+                "loss_bound": bound, "ops_graph": ops(trial), "kept": bound <= budget}
+
+    steps = []
+    chosen = {"holdout_accuracy": base_acc, "holdout_loss": 0.0, "loss_bound": 0.0}  # the last kept step
+    bar = tqdm(desc=method, disable=not progress, leave=False)
+    layers: dict[str, int] = {}
+    if method == "greedy":
+        frozen: set[str] = set()
+        while (move := best_move(layers, frozen)) is not None:
+            name, c = move
+            trial = {**layers, name: c}
+            step = measure(trial, name, c)
+            steps.append(step)
+            bar.update(1)
+            bar.set_postfix(layer=name, T=c, bound=f"{step['loss_bound']:.2f}", kept=step["kept"])
+            if step["kept"]:
+                layers, chosen = trial, step
+            else:
+                frozen.add(name)
+    else:  # the whole path of moves from the divergences alone, then bisection on its length
+        path = []
+        while (move := best_move(layers, set())) is not None:
+            layers = {**layers, move[0]: move[1]}
+            path.append((move, layers))
+        layers = {}
+        lo, hi = 0, len(path)  # path[:lo] fits the budget; path[:hi + 1] is not known to
+        while lo < hi:
+            k = hi if not steps else (lo + hi + 1) // 2  # the whole path first
+            (name, c), trial = path[k - 1]
+            step = {**measure(trial, name, c), "path_index": k}
+            steps.append(step)
+            bar.update(1)
+            bar.set_postfix(k=k, bound=f"{step['loss_bound']:.2f}", kept=step["kept"])
+            if step["kept"]:
+                lo, layers, chosen = k, trial, step
+            else:
+                hi = k - 1
     bar.close()
     # measured synaptic operations of the chosen and the uniform-base SNN, spike by spike
     measured = {}
@@ -270,6 +303,7 @@ def search_time_steps(
         "base_holdout_accuracy": base_acc,
         "budget": budget,
         "confidence": confidence,
+        "method": method,
         "uniform": uniform,
         "sensitivity": sensitivity,
         "steps": steps,
