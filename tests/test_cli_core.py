@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+from radixsnn.cli import main
+
 
 def radixsnn(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "radixsnn", *map(str, args)], capture_output=True, text=True, cwd=cwd)
@@ -22,6 +24,12 @@ def test_help_lists_commands():
     out = radixsnn("--help").stdout
     for cmd in ("convert", "evaluate"):
         assert cmd in out
+
+
+@pytest.mark.parametrize("command", ["convert", "evaluate", "train", "finetune", "sweep", "search", "rate", "rmse", "demo"])
+def test_long_commands_take_no_progress(command, capsys):
+    assert main([command, "--help"]) == 0
+    assert "--no-progress" in capsys.readouterr().out
 
 
 def test_convert_missing_weights(tmp_path):

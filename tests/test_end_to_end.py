@@ -57,13 +57,14 @@ def test_convert_and_evaluate_commands(tmp_path, resnet20_weights, cifar10_dir):
     out = tmp_path / "r20.snn"
     proc = subprocess.run([sys.executable, "-m", "radixsnn", "convert", "--model", "resnet20", "--weights",
                            str(resnet20_weights), "-T", "3", "--data-dir", str(cifar10_dir), "--calib-images", "256",
-                           "--out", str(out)], capture_output=True, text=True)
+                           "--out", str(out), "--no-progress"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "wrote" in proc.stdout
+    assert "wrote" in proc.stdout and "%|" not in proc.stderr  # no progress bar
     js = tmp_path / "o.json"
     proc = subprocess.run([sys.executable, "-m", "radixsnn", "evaluate", str(out), "--data-dir", str(cifar10_dir),
                            "--limit", "200", "--json", str(js)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    assert "%|" in proc.stderr  # progress bars by default
     res = json.loads(js.read_text())
     for key in ("accuracy", "qann_accuracy", "fp_accuracy", "agreement", "images", "time_steps", "weight_bits",
                 "engine", "spikes", "ops_graph", "sops_per_image", "seconds"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, add_weight_grid_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int
+from radixsnn.cli.options import add_float_model_args, add_progress_arg, add_weight_grid_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.convert import quantize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
@@ -40,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the calibration-image draw (default 0)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
     p.add_argument("--out", required=True, help="output .snn file")
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -56,7 +57,7 @@ def run(args) -> int:
                     weight_grid=args.weight_grid, gains=args.gains).to(device)
     check_fits_dataset(qann.graph, args.dataset)
     qann.calibrate(calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed).to(device),
-                   method=args.calib)
+                   method=args.calib, progress=not args.no_progress)
     metadata = {
         "model": args.model,
         "dataset": args.dataset,
@@ -64,7 +65,7 @@ def run(args) -> int:
         "weights": str(Path(args.weights).resolve()),
         "weights_sha256": file_sha256(args.weights),
         "how": "post-training",
-        "config": {k: v for k, v in vars(args).items() if k != "func"},
+        "config": {k: v for k, v in vars(args).items() if k not in ("func", "no_progress")},
     }
     snn = qann.to_snn(metadata)
     path = snn.save(args.out)  # atomic: an error while writing leaves any earlier file as it was

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from radixsnn.cli.options import nonnegative_int, positive_int
+from radixsnn.cli.options import add_progress_arg, nonnegative_int, positive_int
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.demo import MODELS_ENV, PLAN, PRETRAINED, DemoResult, run_demo
 
@@ -33,7 +33,7 @@ def register(subparsers) -> None:
         help="CPU threads for PyTorch (default 1: the demo's small batches gain little from more, "
         "and on a busy machine extra threads can make it many times slower)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import positive_int
+from radixsnn.cli.options import add_progress_arg, positive_int
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.snn import IntegerSNN
@@ -32,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
     p.add_argument("--no-float", action="store_true", help="skip the float model even when its weights are found")
     p.add_argument("--json", default=None, metavar="OUT", help="write the results as JSON")
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -71,7 +72,7 @@ def run(args) -> int:
         raise ConfigError("dataset", f"{dataset} images are {list(images.shape[1:])}, {args.file} takes {snn.graph.input.shape}")
     float_model, float_status = (None, "skipped (--no-float)") if args.no_float else float_model_of(snn)
     res = evaluate(snn, images, labels, args.engine, float_model=float_model, batch_size=args.batch_size,
-                   device=device, limit=args.limit)
+                   device=device, limit=args.limit, progress=not args.no_progress)
     res["file"] = str(args.file)
     res["dataset"] = dataset
     res["fp_check"] = float_status

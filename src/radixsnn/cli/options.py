@@ -156,6 +156,11 @@ def add_model_spec_args(parser: argparse.ArgumentParser, required: bool = True, 
                         f"DataParallel 'module.' keys, safetensors or a radixsnn checkpoint; torch files read with weights_only{need}")
 
 
+def add_progress_arg(parser: argparse.ArgumentParser) -> None:
+    """Add ``--no-progress``: the command's progress bars off (its results are printed as before)."""
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def add_float_model_args(parser: argparse.ArgumentParser) -> None:
     """Add the model options and ``--dataset --data-dir``: a float network and its data."""
     add_model_spec_args(parser)

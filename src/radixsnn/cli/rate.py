@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_model_args, below_one, int_list, load_float_model, load_test_images, percentile, positive_int
+from radixsnn.cli.options import add_model_args, add_progress_arg, below_one, int_list, load_float_model, load_test_images, percentile, positive_int
 from radixsnn.data import load_cifar
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.rate import MAX_RATE_STEPS, evaluate_rate
@@ -31,6 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--init-membrane", type=below_one, default=0.0,
                    help="initial membrane potential as a fraction of the threshold (default 0; 0.5 rounds instead of floors)")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the results to this JSON file")
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -45,6 +46,7 @@ def run(args) -> int:
     summary = evaluate_rate(
         model, images, labels, args.time_steps, calib[: args.calib_images],
         percentile=args.percentile, init_membrane=args.init_membrane, batch_size=args.batch_size,
+        progress=not args.no_progress,
     )
     print(f"float network: {100 * summary['fp_accuracy']:.2f}% on {summary['images']} images, "
           f"{summary['ann_ops_per_image']:.4g} MAC+add per image")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_model_args, int_list, load_float_model, load_test_images, percentile
+from radixsnn.cli.options import add_model_args, add_progress_arg, int_list, load_float_model, load_test_images, percentile
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.coding_error import coding_error, write_csv
 from radixsnn.experiments.rate import MAX_RATE_STEPS
@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("--rate-steps", type=int_list, default=list(range(1, 257)), help="rate T values (default 1..256)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -37,7 +38,8 @@ def run(args) -> int:
         raise ConfigError("rate_steps", f"must lie in 1..{MAX_RATE_STEPS}, got up to {args.rate_steps[-1]}")
     model = load_float_model(args)
     images, _ = load_test_images(args)
-    report = coding_error(model, images, args.radix_steps, args.rate_steps, args.percentile, args.batch_size)
+    report = coding_error(model, images, args.radix_steps, args.rate_steps, args.percentile, args.batch_size,
+                          progress=not args.no_progress)
     write_csv(report, out / "coding_error.csv")
     summary = report.to_dict()
     summary.update(model=args.model, weights=Path(args.weights).name, dataset=args.dataset)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, int_list, load_float_model, nonnegative_int, positive_int
+from radixsnn.cli.options import add_float_model_args, add_progress_arg, int_list, load_float_model, nonnegative_int, positive_int
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE
 from radixsnn.data import load_cifar
 from radixsnn.experiments.search import METHODS, SEARCH_DEFAULTS, check_search_options, search_time_steps
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
                    help=f"activation scales per channel or per layer, resolved at --base for every layer (default {DEFAULT_ACT_SCALE})")
     p.add_argument("--seed", type=nonnegative_int, default=D["seed"], help=f"seed of the held-out and calibration draws (default {D['seed']})")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_arg(p)
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.set_defaults(func=run)
 

@@ -7,6 +7,7 @@ import torch
 
 from radixsnn.cli.options import (
     add_model_args,
+    add_progress_arg,
     add_weight_grid_args,
     int_list,
     load_float_model,
@@ -60,6 +61,7 @@ def register(subparsers) -> None:
                         "each must show SNN == QANN on every image")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
+    add_progress_arg(p)
     p.set_defaults(func=run)
 
 
@@ -99,11 +101,11 @@ def run(args) -> int:
     rows = sweep(model, images, labels, calib, args.time_steps, args.weight_bits, steps, train_x, train_y,
                  batch_size=args.batch_size, finetune_batch=args.finetune_batch, lr=args.lr, calib=args.calib,
                  augment=augmentation_for(args.dataset), seed=args.seed, act_scale=args.act_scale, shift=args.shift,
-                 weight_grid=args.weight_grid, gains=args.gains)
+                 weight_grid=args.weight_grid, gains=args.gains, progress=not args.no_progress)
     rows = add_results(rows, results)
     write_csv(rows, out / "sweep.csv")
     # file names only: the results stay meaningful when the folders move
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out")}
+    config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out", "no_progress")}
     config["weights"] = Path(args.weights).name
     config["points"] = [str(p) for p in args.points]
     write_json(out / "sweep.json", {"config": config, "images": len(images), "finetune_steps": steps, "rows": rows},

@@ -274,7 +274,7 @@ def search_time_steps(
             layers = {**layers, move[0]: move[1]}
             path.append((move, layers))
         layers = {}
-        lo, hi = 0, len(path)  # path[:lo] fits the budget; path[:hi + 1] is not known to
+        lo, hi = 0, len(path)  # path[:lo] fits the budget; no prefix longer than hi is taken to fit
         while lo < hi:
             k = hi if not steps else (lo + hi + 1) // 2  # the whole path first
             (name, c), trial = path[k - 1]
