@@ -13,10 +13,13 @@ float network as `radixsnn train --amp` uses it), after ``--warmup`` untimed ste
   the trainer's loop itself costs.
 
 Printed: images/s of each and the ratio bf16 / float32. Weights are random (speed does not depend
-on them); nothing is read from disk.
+on them); nothing is read from disk. First, the CPU's own ceiling for those ratios: the throughput of
+one large matrix product in bf16 against float32 (compute-bound, so a training step, whose
+convolutions are the same multiply-adds, can at best gain as much).
 
     python benchmarks/training.py [--models vgg16,resnet20] [--kinds train,finetune,plain] [--steps 20]
-                                  [--warmup 3] [--batch-size 128] [--time-steps 4] [--threads N] [--json FILE]
+                                  [--warmup 3] [--batch-size 128] [--time-steps 4] [--threads N]
+                                  [--matmul-size 2048] [--json FILE]
 """
 from __future__ import annotations
 
@@ -77,6 +80,19 @@ def plain_rate(model, cfg, amp: str | None, args, images, labels) -> float:
     return args.steps * b / (time.perf_counter() - t0)
 
 
+def matmul_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a ``size`` x ``size`` by ``size`` x ``size`` matrix product in ``dtype`` (best of ``repeats``)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=g).to(dtype) for _ in range(2))
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best
+
+
 def measure(name: str, kind: str, amp: str | None, args, images, labels) -> float:
     """Images per second of ``kind`` ("train", "finetune" or "plain") training of model ``name``."""
     runtime = Runtime(torch.device("cpu"))
@@ -112,6 +128,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--time-steps", type=int, default=4)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--matmul-size", type=int, default=2048, help="side of the square matrices of the ceiling (default 2048)")
     p.add_argument("--json", default=None, help="also write the rows as JSON")
     args = p.parse_args()
     unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
@@ -125,6 +142,11 @@ def main() -> None:
     labels = torch.randint(0, 10, (n,), generator=g)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
           f"batch {args.batch_size}, {args.steps} timed steps")
+    m = args.matmul_size
+    f32, bf16 = matmul_flops(torch.float32, m), matmul_flops(torch.bfloat16, m)
+    ceiling = {"size": m, "float32_gflops": f32 / 1e9, "bf16_gflops": bf16 / 1e9, "ratio": bf16 / f32}
+    print(f"matrix product {m}^3: float32 {f32 / 1e9:.1f} GFLOP/s, bf16 {bf16 / 1e9:.1f} GFLOP/s, "
+          f"{bf16 / f32:.2f}x (the ceiling of the ratios below)")
     print(f"{'model':<10} {'kind':<9} {'float32 img/s':>14} {'bf16 img/s':>11} {'bf16 / float32':>15}")
     rows = []
     for name in args.models.split(","):
@@ -135,7 +157,8 @@ def main() -> None:
             print(f"{name:<10} {kind:<9} {f32:>14.1f} {bf16:>11.1f} {bf16 / f32:>14.2f}x", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows}, f, indent=1)
+            json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "matmul": ceiling, "rows": rows},
+                      f, indent=1)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def test_gpu_check_smoke_runs_every_check_on_the_cpu(tmp_path, cifar10_dir):
 
 def test_training_benchmark_measures_both_precisions(tmp_path):
     run_script("training.py", "--models", "resnet20", "--steps", "1", "--warmup", "1", "--batch-size", "8",
-               "--threads", "1", "--json", str(tmp_path / "t.json"), cwd=tmp_path)
-    rows = json.loads((tmp_path / "t.json").read_text())["rows"]
+               "--threads", "1", "--matmul-size", "128", "--json", str(tmp_path / "t.json"), cwd=tmp_path)
+    result = json.loads((tmp_path / "t.json").read_text())
+    rows = result["rows"]
+    assert result["matmul"]["size"] == 128 and result["matmul"]["ratio"] > 0
     assert [(r["model"], r["kind"]) for r in rows] == [("resnet20", k) for k in ("train", "finetune", "plain")]
     assert all(r["float32"] > 0 and r["bf16"] > 0 for r in rows)

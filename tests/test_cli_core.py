@@ -1,10 +1,15 @@
 """convert / evaluate: bad input gives one clear line and exit code 2, never a traceback."""
+import argparse
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from radixsnn.cli import main
+from radixsnn.cli import build_parser, main
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
 def radixsnn(*args, cwd=None):
@@ -30,6 +35,24 @@ def test_help_lists_commands():
 def test_long_commands_take_no_progress(command, capsys):
     assert main([command, "--help"]) == 0
     assert "--no-progress" in capsys.readouterr().out
+
+
+def test_every_option_of_every_command_is_documented():
+    """docs/cli.md names each long option in the command's section, in the page's header (options every
+    command shares) or in a section the command's section refers to (`convert`, options of train)."""
+    doc = DOCS.read_text()
+    header = doc.split("\n## ", 1)[0]
+    sections = {m.group(1): m.group(2) for m in re.finditer(r"^## `radixsnn (\w+)`(.*?)(?=^## |\Z)", doc, re.S | re.M)}
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    missing = []
+    for name, parser in commands.items():
+        assert name in sections, f"docs/cli.md has no section for {name}"
+        own = sections[name]
+        text = header + own + "".join(sections[o] for o in sections
+                                      if o != name and re.search(rf"`(radixsnn )?{o}`|options of {o}\b", own))
+        missing += [f"{name} {o}" for a in parser._actions for o in a.option_strings
+                    if o.startswith("--") and o != "--help" and o not in text]
+    assert not missing, missing
 
 
 def test_convert_missing_weights(tmp_path):
