@@ -119,6 +119,8 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["finetune", *w, "-T", "4", "--distill-temperature", "0", "--out", o], "--distill-temperature"),
         (["finetune", *w, "-T", "4", "--distill-temperature", "inf", "--out", o], "--distill-temperature"),
         (["finetune", *w, "-T", "4", "--ema", "1", "--out", o], "--ema must lie in [0, 1)"),
+        (["finetune", *w, "-T", "4", "--scale-lr", "0", "--out", o], "--scale-lr must be positive"),
+        (["finetune", *w, "-T", "4", "--scale-lr", "nan", "--out", o], "--scale-lr must be positive"),
         (["train", "--model", "resnet20", "--epochs", "1", "--ema", "-0.5", "--out", o], "--ema must lie in [0, 1)"),
         (["finetune", *w, "-T", "4", "--amp", "fp16", "--device", "cpu", "--out", o], "--amp fp16 needs a CUDA device"),
         (["train", "--model", "resnet20", "--epochs", "1", "--amp", "int8", "--out", o], "--amp invalid choice"),
@@ -150,6 +152,7 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["search", *w, "--base", "17", "--out", o], "--base must be an integer in 1..16, got 17"),
         (["search", *w, "--confidence", "1", "--out", o], "--confidence must be in [0.5, 1)"),
         (["search", *w, "--confidence", "nan", "--out", o], "--confidence must be in [0.5, 1)"),
+        (["search", *w, "--method", "random", "--out", o], "--method invalid choice"),
         (["search", *w, "--out", str(d / "a_file")], "--out must be a folder"),
         # sweep
         (["sweep", *w, "--time-steps", "0,4", "--out", o], "--time-steps values must lie in 1..65536"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, add_progress_arg, add_weight_grid_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int
+from radixsnn.cli.options import add_float_model_args, add_progress_arg, add_weight_grid_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int, recorded_options
 from radixsnn.core.convert import quantize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
@@ -65,7 +65,7 @@ def run(args) -> int:
         "weights": str(Path(args.weights).resolve()),
         "weights_sha256": file_sha256(args.weights),
         "how": "post-training",
-        "config": {k: v for k, v in vars(args).items() if k not in ("func", "no_progress")},
+        "config": recorded_options(args),
     }
     snn = qann.to_snn(metadata)
     path = snn.save(args.out)  # atomic: an error while writing leaves any earlier file as it was

@@ -161,6 +161,12 @@ def add_progress_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def recorded_options(args: argparse.Namespace, *omit: str) -> dict:
+    """The command's options as its output files record them: all but the handler, the options that only
+    change how it runs (``--no-progress``) and ``omit``."""
+    return {k: v for k, v in vars(args).items() if k not in ("func", "no_progress", *omit)}
+
+
 def add_float_model_args(parser: argparse.ArgumentParser) -> None:
     """Add the model options and ``--dataset --data-dir``: a float network and its data."""
     add_model_spec_args(parser)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, add_progress_arg, int_list, load_float_model, nonnegative_int, positive_int
+from radixsnn.cli.options import add_float_model_args, add_progress_arg, int_list, load_float_model, nonnegative_int, positive_int, recorded_options
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE
 from radixsnn.data import load_cifar
 from radixsnn.experiments.search import METHODS, SEARCH_DEFAULTS, check_search_options, search_time_steps
@@ -65,7 +65,7 @@ def run(args) -> int:
         sensitivity_images=args.sensitivity_images, calib_images=args.calib_images, weight_bits=args.weight_bits,
         seed=args.seed, sops_images=args.sops_images, act_scale=args.act_scale, progress=not args.no_progress,
     )
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out", "no_progress")}
+    config = recorded_options(args, "data_dir", "out")
     config["weights"] = Path(args.weights).name
     write_json(out / "time_steps.json", result["assignment"], "out", indent=1)
     write_json(out / "search.json", {"config": config, **result}, "out", indent=1)

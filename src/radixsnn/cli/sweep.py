@@ -15,6 +15,7 @@ from radixsnn.cli.options import (
     nonnegative_int,
     positive_float,
     positive_int,
+    recorded_options,
 )
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
@@ -105,7 +106,7 @@ def run(args) -> int:
     rows = add_results(rows, results)
     write_csv(rows, out / "sweep.csv")
     # file names only: the results stay meaningful when the folders move
-    config = {k: v for k, v in vars(args).items() if k not in ("func", "data_dir", "out", "no_progress")}
+    config = recorded_options(args, "data_dir", "out")
     config["weights"] = Path(args.weights).name
     config["points"] = [str(p) for p in args.points]
     write_json(out / "sweep.json", {"config": config, "images": len(images), "finetune_steps": steps, "rows": rows},

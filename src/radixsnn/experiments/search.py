@@ -120,8 +120,7 @@ def split_training_set(n: int, holdout: int, calib_images: int, seed: int) -> tu
 def exact_logits(qann: QANN, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The exact logits in real units (float64, N x classes): the integer logits, which the SNN computes,
     times the logit scale (positive, so the classes rank as the integer logits do)."""
-    out = next(n for n in qann.graph.nodes if n.kind == "output")
-    delta = qann.layer_integers(out)[3].detach()
+    delta = qann.layer_integers(qann.graph.output)[3].detach()
     return torch.cat([qann.forward(xb, exact=True) for xb in images.split(batch_size)]) * delta
 
 
@@ -231,7 +230,7 @@ def search_time_steps(
     def best_move(layers: dict[str, int], frozen: set[str]) -> tuple[str, int] | None:
         """The untried move (a layer not in ``frozen``, one candidate down) with the most operations saved
         per unit of the single-layer divergence the step adds; ``None`` when no layer can go lower."""
-        moves = []
+        moves, now_ops = [], ops(layers)
         for name in neurons:
             if name in frozen:
                 continue
@@ -240,7 +239,7 @@ def search_time_steps(
             if not lower:
                 continue
             c = max(lower)  # one candidate down
-            saved = ops(layers) - ops({**layers, name: c})
+            saved = now_ops - ops({**layers, name: c})
             spent = by_move[(name, c)]["divergence"] - (by_move[(name, now)]["divergence"] if now != base else 0.0)
             moves.append((saved / max(spent, 1e-12), name, c))
         return max(moves)[1:] if moves else None
@@ -269,11 +268,10 @@ def search_time_steps(
             else:
                 frozen.add(name)
     else:  # the whole path of moves from the divergences alone, then bisection on its length
-        path = []
-        while (move := best_move(layers, set())) is not None:
-            layers = {**layers, move[0]: move[1]}
-            path.append((move, layers))
-        layers = {}
+        path, walked = [], {}
+        while (move := best_move(walked, set())) is not None:
+            walked = {**walked, move[0]: move[1]}
+            path.append((move, walked))
         lo, hi = 0, len(path)  # path[:lo] fits the budget; no prefix longer than hi is taken to fit
         while lo < hi:
             k = hi if not steps else (lo + hi + 1) // 2  # the whole path first
