@@ -215,6 +215,30 @@ def test_cosine_schedule_runs_from_the_base_rate_to_zero():
     assert all(a > b for a, b in zip(rates, rates[1:]))
 
 
+def test_warmup_rises_linearly_then_runs_the_schedule_over_the_rest():
+    cosine = TrainConfig(epochs=10, lr=0.1, schedule="cosine", warmup_epochs=2)
+    assert [learning_rate(cosine, 0, p) for p in (0.0, 0.5)] == [0.0, 0.025]
+    assert learning_rate(cosine, 1, 0.5) == pytest.approx(0.075, abs=1e-15)
+    assert learning_rate(cosine, 2, 0.0) == 0.1  # the cosine starts where the warm-up ends ...
+    assert learning_rate(cosine, 6, 0.0) == pytest.approx(0.05, abs=1e-15)  # ... and spans the other 8 epochs
+    assert learning_rate(cosine, 9, 1.0) == pytest.approx(0.0, abs=1e-15)
+    step = TrainConfig(epochs=100, lr=0.1, schedule="step", step_epochs=30, warmup_epochs=1.5)
+    assert [learning_rate(step, e, 0.5) for e in (0, 1, 30, 31, 61)] == [0.1 / 3, 0.1, 0.1, 0.05, 0.025]
+    assert learning_rate(TrainConfig(epochs=3, lr=0.2, schedule="constant", warmup_epochs=1), 0, 0.25) == 0.05
+    with pytest.raises(RadixSNNError, match="warmup_epochs must lie in"):
+        TrainConfig(epochs=2, warmup_epochs=2)
+    with pytest.raises(RadixSNNError, match="nesterov needs a momentum"):
+        TrainConfig(epochs=2, momentum=0.0, nesterov=True)
+
+
+def test_nesterov_and_warmup_reach_the_optimizer_and_the_checkpoint(tmp_path):
+    assert train(tmp_path / "n", "--model", "resnet20", "--epochs", "2", "--nesterov", "--warmup-epochs", "1") == 0
+    meta = json.loads((tmp_path / "n" / "last.json").read_text())
+    assert meta["config"]["nesterov"] is True and meta["config"]["warmup_epochs"] == 1.0
+    assert all(group["nesterov"] for group in meta["optimizer"]["param_groups"])
+    assert [m["lr"] for m in meta["history"]] == [0.0, 0.1]  # the rate at the start of each epoch
+
+
 def test_run_checkpoint_round_trip_is_exact(tmp_path):
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -24,11 +24,17 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict, lr_default:
     parser.add_argument("--batch-size", type=positive_int, help=f"global batch size, split over torchrun processes (default {d['batch_size']})")
     parser.add_argument("--lr", type=positive_float, help=f"base learning rate (default {lr_default or d['lr']})")
     parser.add_argument("--momentum", type=below_one, help=f"SGD momentum (default {d['momentum']})")
+    parser.add_argument("--nesterov", action="store_true", default=None,
+                        help=f"Nesterov momentum (default {'on' if d['nesterov'] else 'off'})")
     parser.add_argument("--weight-decay", type=nonnegative_float, help=f"L2 weight decay (default {d['weight_decay']})")
     parser.add_argument(
         "--schedule", choices=SCHEDULES,
         help="learning-rate schedule: step = halve every --step-epochs epochs, cosine = to 0 over the run, "
         f"constant (default {d['schedule']})",
+    )
+    parser.add_argument(
+        "--warmup-epochs", type=nonnegative_float, metavar="E",
+        help=f"raise the learning rate linearly from 0 over the first E epochs, then run the schedule over the rest (default {d['warmup_epochs']})",
     )
     parser.add_argument("--step-epochs", type=positive_int, help=f"epochs between halvings of the step schedule (default {d['step_epochs']})")
     clip = "off" if not d["clip_grad"] else d["clip_grad"]

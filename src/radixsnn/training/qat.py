@@ -55,8 +55,10 @@ FINETUNE_DEFAULTS = {
     "batch_size": 128,
     "lr": None,  # default_lr(T)
     "momentum": 0.9,
+    "nesterov": False,
     "weight_decay": 1e-4,
     "schedule": "cosine",
+    "warmup_epochs": 0,
     "step_epochs": 30,
     "label_smoothing": 0.0,
     "mixup": 0.0,

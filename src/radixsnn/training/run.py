@@ -80,6 +80,8 @@ def train_config(config: dict) -> TrainConfig:
         mixup=config.get("mixup") or 0.0,
         ema=config.get("ema") or 0.0,
         scale_lr=config.get("scale_lr", 1.0),
+        warmup_epochs=config.get("warmup_epochs") or 0.0,
+        nesterov=bool(config.get("nesterov")),
     )
 
 

@@ -53,6 +53,8 @@ class TrainConfig:
     mixup: float = 0.0
     ema: float = 0.0
     scale_lr: float = 1.0
+    warmup_epochs: float = 0.0
+    nesterov: bool = False
 
     def __post_init__(self):
         checks = [
@@ -67,6 +69,9 @@ class TrainConfig:
             ("mixup", math.isfinite(self.mixup) and self.mixup >= 0, "must not be negative"),
             ("ema", 0 <= self.ema < 1, "must lie in [0, 1)"),
             ("scale_lr", math.isfinite(self.scale_lr) and self.scale_lr > 0, "must be positive"),
+            ("warmup_epochs", math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs,
+             f"must lie in [0, epochs = {self.epochs})"),
+            ("nesterov", not self.nesterov or self.momentum > 0, "needs a momentum above 0"),
             ("clip_grad", self.clip_grad is None or (math.isfinite(self.clip_grad) and self.clip_grad >= 0), "must not be negative"),
             ("distill", 0 <= self.distill <= 1, "must lie in [0, 1]"),
             ("distill_temperature", math.isfinite(self.distill_temperature) and self.distill_temperature > 0, "must be positive"),
@@ -81,16 +86,27 @@ class TrainConfig:
 def learning_rate(config: TrainConfig, epoch: int, progress: float = 0.0, total_epochs: float | None = None) -> float:
     """The learning rate at ``progress`` (0..1) through epoch ``epoch`` (0-based).
 
+    With ``warmup_epochs`` = W > 0 the rate rises linearly from 0 to the base rate over the first W
+    epochs and the schedule runs over the rest of the run, as if it started at W.
     ``step``: the base rate halved every ``step_epochs`` epochs (the paper's schedule).
     ``cosine``: half a cosine from the base rate to 0 over the run (``total_epochs``, default
     ``config.epochs``), updated every step. ``constant``: the base rate throughout.
+
+    >>> config = TrainConfig(epochs=10, lr=0.1, schedule="cosine", warmup_epochs=2)
+    >>> [round(learning_rate(config, e), 4) for e in (0, 1, 2, 6, 9)]
+    [0.0, 0.05, 0.1, 0.05, 0.0038]
     """
+    position = epoch + progress
+    warmup = config.warmup_epochs
+    if position < warmup:
+        return config.lr * position / warmup
+    position -= warmup
     if config.schedule == "constant":
         return config.lr
     if config.schedule == "step":
-        return config.lr * 0.5 ** (epoch // config.step_epochs)
-    total = total_epochs or config.epochs
-    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(1.0, (epoch + progress) / total)))
+        return config.lr * 0.5 ** (int(position) // config.step_epochs)
+    total = (total_epochs or config.epochs) - warmup
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * min(1.0, position / total)))
 
 
 def training_loss(
@@ -198,7 +214,8 @@ class Trainer:
             device_ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=device_ids)
         self.optimizer = torch.optim.SGD(
-            parameter_groups(self.model, config), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            parameter_groups(self.model, config), lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, nesterov=config.nesterov,
         )
         self.scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
         self.start_epoch = 0
