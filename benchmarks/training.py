@@ -2,22 +2,24 @@
 
 For each model, the library's own :class:`~radixsnn.training.trainer.Trainer` (the loop of
 `radixsnn train` and `radixsnn finetune`) runs ``--steps`` optimizer steps on random uint8 images,
-once in float32 and once with ``amp="bf16"`` (autocast of the training passes, channels_last for the
-float network as `radixsnn train --amp` uses it), after ``--warmup`` untimed steps each:
+once in float32 and once with ``amp="bf16"`` (autocast of the training passes), after ``--warmup``
+untimed steps each; the float network is channels_last in both, as `radixsnn train` runs it:
 
 * ``train``: the float network, cross-entropy (what `radixsnn train` does per step);
 * ``finetune``: its calibrated QANN at ``--time-steps``, distilled from the float network (what
   `radixsnn finetune` does per step with its defaults);
-* ``plain``: the float network's step written out by hand (normalize, channels_last under bf16,
+* ``plain``: the float network's step written out by hand (normalize, channels_last,
   autocast, forward, cross-entropy, backward, SGD) without the trainer: the baseline that shows what
-  the trainer's loop itself costs.
+  the trainer's loop itself costs;
+* ``nchw``: the same hand-written step with the network and its input in the default (NCHW) memory
+  layout instead of channels_last: what the layout is worth in each precision.
 
 Printed: images/s of each and the ratio bf16 / float32. Weights are random (speed does not depend
 on them); nothing is read from disk. First, the CPU's own ceiling for those ratios: the throughput of
 one large matrix product in bf16 against float32 (compute-bound, so a training step, whose
 convolutions are the same multiply-adds, can at best gain as much).
 
-    python benchmarks/training.py [--models vgg16,resnet20] [--kinds train,finetune,plain] [--steps 20]
+    python benchmarks/training.py [--models vgg16,resnet20] [--kinds train,finetune,plain,nchw] [--steps 20]
                                   [--warmup 3] [--batch-size 128] [--time-steps 4] [--threads N]
                                   [--matmul-size 2048] [--json FILE]
 """
@@ -36,7 +38,7 @@ from radixsnn.core.inputs import normalize
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.models import model_config
 from radixsnn.training.qat import float_teacher
-from radixsnn.training.runtime import Runtime, use_channels_last
+from radixsnn.training.runtime import Runtime
 from radixsnn.training.trainer import TrainConfig, Trainer, pixels_as_float
 
 
@@ -50,22 +52,19 @@ def steps_per_second(make_trainer, steps: int, warmup: int) -> float:
     return steps / (time.perf_counter() - t0)
 
 
-KINDS = ("train", "finetune", "plain")
+KINDS = ("train", "finetune", "plain", "nchw")
 
 
-def plain_rate(model, cfg, amp: str | None, args, images, labels) -> float:
-    """Images per second of a hand-written float training step (the ``plain`` kind)."""
-    channels_last = use_channels_last(Runtime(torch.device("cpu")), amp)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+def plain_rate(model, cfg, amp: str | None, args, images, labels, layout=torch.channels_last) -> float:
+    """Images per second of a hand-written float training step in memory ``layout`` (the ``plain`` and ``nchw`` kinds)."""
+    model = model.to(memory_format=layout)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     b = args.batch_size
 
     def step(i: int) -> None:
         x = normalize(images[i * b : (i + 1) * b], cfg.mean, cfg.std)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=layout)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp is not None):
             loss = torch.nn.functional.cross_entropy(model(x).float(), labels[i * b : (i + 1) * b])
         optimizer.zero_grad(set_to_none=True)
@@ -94,12 +93,13 @@ def matmul_flops(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> floa
 
 
 def measure(name: str, kind: str, amp: str | None, args, images, labels) -> float:
-    """Images per second of ``kind`` ("train", "finetune" or "plain") training of model ``name``."""
+    """Images per second of ``kind`` (one of :data:`KINDS`) training of model ``name``."""
     runtime = Runtime(torch.device("cpu"))
     cfg = model_config(name)
     model = rs.create_model(name)
-    if kind == "plain":
-        return plain_rate(model, cfg, amp, args, images, labels)
+    if kind in ("plain", "nchw"):
+        layout = torch.channels_last if kind == "plain" else torch.contiguous_format
+        return plain_rate(model, cfg, amp, args, images, labels, layout)
 
     def make_trainer(steps: int) -> Trainer:
         loader = DeviceLoader(images[: steps * args.batch_size], labels[: steps * args.batch_size],
@@ -107,7 +107,7 @@ def measure(name: str, kind: str, amp: str | None, args, images, labels) -> floa
         if kind == "train":
             return Trainer(model, TrainConfig(epochs=2, batch_size=args.batch_size), runtime, None,
                            train_loader=loader, test_loader=None, preprocess=partial(normalize, mean=cfg.mean, std=cfg.std),
-                           meta={}, amp=amp, channels_last=use_channels_last(runtime, amp), progress=False)
+                           meta={}, amp=amp, channels_last=True, progress=False)
         return Trainer(qann, TrainConfig(epochs=2, batch_size=args.batch_size, lr=1e-3, clip_grad=1.0, distill=1.0),
                        runtime, None, train_loader=loader, test_loader=None, preprocess=pixels_as_float, meta={},
                        amp=amp, progress=False, teacher=teacher)

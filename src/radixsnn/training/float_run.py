@@ -11,7 +11,7 @@ from radixsnn.errors import ConfigError
 from radixsnn.models import create_model, list_models, model_config
 from radixsnn.outputs import check_folder
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
-from radixsnn.training.runtime import check_amp, start_runtime, stop_runtime, use_channels_last
+from radixsnn.training.runtime import check_amp, start_runtime, stop_runtime
 from radixsnn.training.trainer import Trainer
 
 #: The options of a float training run and their defaults (``radixsnn train`` shows these).
@@ -84,7 +84,9 @@ def train_run(
         trainer = Trainer(
             model, tc, runtime, out,
             train_loader=train_loader, test_loader=test_loader, preprocess=partial(normalize, mean=cfg.mean, std=cfg.std),
-            meta=meta, amp=amp, channels_last=use_channels_last(runtime, amp), progress=progress,
+            # channels_last in every precision: oneDNN's CPU convolutions are faster in it in float32 too
+            # (VGG-16 and ResNet-20 by 10-20 %, docs/benchmarks.md), and CUDA's tensor cores want it.
+            meta=meta, amp=amp, channels_last=True, progress=progress,
         )
         if state is not None:
             trainer.restore(state)

@@ -106,8 +106,3 @@ def check_amp(amp: str | None, device: torch.device) -> None:
     if amp == "fp16" and device.type != "cuda":
         raise ConfigError("amp", "fp16 needs a CUDA device (its loss scaling is CUDA's); on the CPU use bf16")
 
-
-def use_channels_last(runtime: Runtime, amp: str | None = None) -> bool:
-    """Channels-last memory layout: on CUDA, and on the CPU with bf16 autocast (where oneDNN's bf16
-    convolutions want it; benchmarks/training.py measures both); float32 CPU runs keep NCHW."""
-    return runtime.device.type == "cuda" or amp == "bf16"
