@@ -108,6 +108,7 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["train", "--model", "resnet20", "--epochs", "1", "--weight-decay", "inf", "--out", o], "--weight-decay must not be negative"),
         (["train", "--model", "resnet20", "--epochs", "1", "--momentum", "1", "--out", o], "--momentum must lie in [0, 1)"),
         (["train", "--model", "resnet20", "--epochs", "0", "--out", o], "--epochs must be at least 1"),
+        (["train", "--model", "resnet20", "--epochs", "2", "--eval-every", "0", "--out", o], "--eval-every must be at least 1"),
         (["train", "--model", "resnet20", "--epochs", "2", "--warmup-epochs", "2", "--out", o], "--warmup-epochs must lie in [0, epochs = 2)"),
         (["train", "--model", "resnet20", "--epochs", "2", "--warmup-epochs", "-1", "--out", o], "--warmup-epochs"),
         (["train", "--model", "resnet20", "--epochs", "2", "--momentum", "0", "--nesterov", "--out", o], "--nesterov needs a momentum above 0"),

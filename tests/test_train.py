@@ -239,6 +239,18 @@ def test_nesterov_and_warmup_reach_the_optimizer_and_the_checkpoint(tmp_path):
     assert [m["lr"] for m in meta["history"]] == [0.0, 0.1]  # the rate at the start of each epoch
 
 
+def test_eval_every_evaluates_every_nth_and_the_last_epoch_and_may_change_on_resume(tmp_path):
+    out = tmp_path / "e"
+    assert train(out, "--model", "resnet20", "--epochs", "3", "--eval-every", "2") == 0
+    history = json.loads((out / "last.json").read_text())["history"]
+    assert [("test_acc" in m) for m in history] == [False, True, True]
+    assert json.loads((out / "best.json").read_text())["epoch"] in (2, 3)
+    assert main(["train", "--out", str(out), "--resume", "--epochs", "5", "--eval-every", "1", "--no-progress"]) == 0
+    meta = json.loads((out / "last.json").read_text())
+    assert [("test_acc" in m) for m in meta["history"]] == [False, True, True, True, True]
+    assert meta["config"]["eval_every"] == 1
+
+
 def test_run_checkpoint_round_trip_is_exact(tmp_path):
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)

@@ -49,6 +49,9 @@ def add_run_options(parser: argparse.ArgumentParser, defaults: dict, lr_default:
     parser.add_argument("--ema", type=below_one, metavar="DECAY",
                         help="keep an exponential moving average of the weights, a <- DECAY a + (1 - DECAY) w after every step; "
                         f"evaluations, checkpoints and the result are the average; 0 = off (default {d['ema']})")
+    parser.add_argument("--eval-every", type=positive_int, metavar="N",
+                        help="evaluate on the test split after every N-th epoch and the last; may change on --resume "
+                        f"(default {d['eval_every']})")
     parser.add_argument("--seed", type=nonnegative_int, help=f"seed of initialisation, data order and augmentation (default {d['seed']})")
     parser.add_argument("--train-subset", type=positive_int, metavar="N", help="train on the first N training images only (default all)")
     parser.add_argument("--test-subset", type=positive_int, metavar="N", help="evaluate on the first N test images only (default all)")

@@ -31,6 +31,7 @@ TRAIN_DEFAULTS = {
     "mixup": 0.0,
     "ema": 0.0,
     "clip_grad": None,
+    "eval_every": 1,
     "seed": 0,
     "train_subset": None,
     "test_subset": None,

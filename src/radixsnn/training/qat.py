@@ -67,6 +67,7 @@ FINETUNE_DEFAULTS = {
     "clip_grad": 1.0,
     "distill": 1.0,
     "distill_temperature": 1.0,
+    "eval_every": 1,
     "seed": 0,
     "train_subset": None,
     "test_subset": None,

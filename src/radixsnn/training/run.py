@@ -18,8 +18,8 @@ from radixsnn.training.runtime import Runtime
 from radixsnn.training.state import RunState, load_run
 from radixsnn.training.trainer import TrainConfig
 
-#: Options that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("epochs",)
+#: Options that may differ between a run and its resumption (``eval_every`` changes no weights).
+RESUMABLE_CHANGES = ("epochs", "eval_every")
 #: Evaluation batch size (it changes no result, only speed and memory).
 EVAL_BATCH_SIZE = 500
 
@@ -82,6 +82,7 @@ def train_config(config: dict) -> TrainConfig:
         scale_lr=config.get("scale_lr", 1.0),
         warmup_epochs=config.get("warmup_epochs") or 0.0,
         nesterov=bool(config.get("nesterov")),
+        eval_every=config.get("eval_every") or 1,
     )
 
 

@@ -1,7 +1,7 @@
 """The training loop shared by float training (``radixsnn train``) and quantization-aware
 fine-tuning (``radixsnn finetune``): SGD with momentum, a step or cosine learning-rate schedule,
-optional CUDA autocast, DistributedDataParallel under ``torchrun``, an evaluation on the test
-split after every epoch, and a checkpoint (``last`` and ``best``) plus a ``metrics.jsonl`` line
+optional autocast, DistributedDataParallel under ``torchrun``, an evaluation on the test
+split after every epoch (or every ``eval_every``-th and the last), and a checkpoint (``last`` and ``best``) plus a ``metrics.jsonl`` line
 per epoch.
 
 Everything random in an epoch -- data order, augmentation, dropout -- is seeded from
@@ -55,6 +55,7 @@ class TrainConfig:
     scale_lr: float = 1.0
     warmup_epochs: float = 0.0
     nesterov: bool = False
+    eval_every: int = 1
 
     def __post_init__(self):
         checks = [
@@ -72,6 +73,7 @@ class TrainConfig:
             ("warmup_epochs", math.isfinite(self.warmup_epochs) and 0 <= self.warmup_epochs < self.epochs,
              f"must lie in [0, epochs = {self.epochs})"),
             ("nesterov", not self.nesterov or self.momentum > 0, "needs a momentum above 0"),
+            ("eval_every", self.eval_every >= 1, "must be at least 1"),
             ("clip_grad", self.clip_grad is None or (math.isfinite(self.clip_grad) and self.clip_grad >= 0), "must not be negative"),
             ("distill", 0 <= self.distill <= 1, "must lie in [0, 1]"),
             ("distill_temperature", math.isfinite(self.distill_temperature) and self.distill_temperature > 0, "must be positive"),
@@ -281,7 +283,9 @@ class Trainer:
             start = time.perf_counter()
             train = self.train_epoch(epoch)
             train["train_seconds"] = round(time.perf_counter() - start, 3)
-            test = self.evaluate() if self.test_loader is not None else {}
+            evaluated = self.test_loader is not None and (
+                (epoch + 1) % self.config.eval_every == 0 or epoch + 1 == self.epochs)
+            test = self.evaluate() if evaluated else {}
             metrics = {
                 "epoch": epoch + 1,
                 "lr": learning_rate(self.config, epoch, total_epochs=self._schedule_epochs()),
@@ -290,8 +294,9 @@ class Trainer:
                 "seconds": round(time.perf_counter() - start, 3),
             }
             self.history.append(metrics)
-            score = metrics.get("test_acc", metrics["train_acc"])
-            improved = self.best is None or score > self.best["test_acc"]
+            # the best epoch by test accuracy, among the evaluated ones (by training accuracy without a test loader)
+            score = metrics.get("test_acc", metrics["train_acc"] if self.test_loader is None else None)
+            improved = score is not None and (self.best is None or score > self.best["test_acc"])
             if improved:
                 self.best = {"epoch": epoch + 1, "test_acc": score}
             self._save(epoch + 1, improved)
