@@ -129,7 +129,7 @@ def test_reproduce_dry_run(capsys, tmp_path):
     assert len(lines) == 2
     train, finetune = lines
     assert train.startswith(f"radixsnn train --model vgg16 --dataset cifar10 --out {tmp_path}/r/float --resume ")
-    assert "--epochs 200 --lr 0.1 --batch-size 128" in train and "--device auto" in train
+    assert "--epochs 200 --lr 0.1 --warmup-epochs 2 --batch-size 128" in train and "--device auto" in train
     assert finetune.startswith(f"radixsnn finetune --weights {tmp_path}/r/float/best.safetensors --model vgg16 ")
     assert "--time-steps 8 --weight-bits 8" in finetune and f"--out {tmp_path}/r/t8" in finetune
     assert not (tmp_path / "r").exists()
