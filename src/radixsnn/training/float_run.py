@@ -86,7 +86,7 @@ def train_run(
             model, tc, runtime, out,
             train_loader=train_loader, test_loader=test_loader, preprocess=partial(normalize, mean=cfg.mean, std=cfg.std),
             # channels_last in every precision: oneDNN's CPU convolutions are faster in it in float32 too
-            # (VGG-16 and ResNet-20 by 10-20 %, docs/benchmarks.md), and CUDA's tensor cores want it.
+            # (VGG-16 by 7 %, ResNet-20 by 31 %: docs/benchmarks.md), and CUDA's tensor cores want it.
             meta=meta, amp=amp, channels_last=True, progress=progress,
         )
         if state is not None:

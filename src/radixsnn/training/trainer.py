@@ -1,8 +1,8 @@
 """The training loop shared by float training (``radixsnn train``) and quantization-aware
 fine-tuning (``radixsnn finetune``): SGD with momentum, a step or cosine learning-rate schedule,
-optional autocast, DistributedDataParallel under ``torchrun``, an evaluation on the test
-split after every epoch (or every ``eval_every``-th and the last), and a checkpoint (``last`` and ``best``) plus a ``metrics.jsonl`` line
-per epoch.
+optional autocast, DistributedDataParallel under ``torchrun``, an evaluation on the test split
+after every epoch (or every ``eval_every``-th and the last), and a checkpoint (``last`` and
+``best``) plus a ``metrics.jsonl`` line per epoch.
 
 Everything random in an epoch -- data order, augmentation, dropout -- is seeded from
 ``(seed, epoch, rank)`` and the learning rate is a function of the position in the run, so a run
