@@ -12,8 +12,8 @@ What runs, in order (sizes of the full check; ``--smoke`` uses a few batches of 
    first 2,000 CIFAR-10 test images, on the device. Agreement must be 1.0.
 2. **throughput** on the same images: the float model's float32 forward, the integer engine and the
    spike engine (images/s, and each as a ratio to the float forward measured in the same run).
-3. ``radixsnn train --model vgg16 --amp bf16 --epochs 2``: training images/s and the test accuracy
-   after 2 epochs.
+3. ``radixsnn train --model vgg16 --amp bf16 --epochs 2 --warmup-epochs 1``: training images/s and the
+   test accuracy after 2 epochs (the warm-up: VGG-16 at the default rate 0.1 without one can stay at chance).
 4. ``radixsnn finetune --time-steps 4 --epochs 1`` of ResNet-20 from ``--weights`` (without it, of the
    network step 3 trained): accuracy and agreement of its SNN.
 5. ``torchrun --nproc_per_node 1 -m radixsnn train``, one epoch: it must finish with exit code 0.
@@ -114,6 +114,7 @@ def check_commands(args, size, rows, work: Path) -> None:
     train_model = "resnet20" if args.smoke else "vgg16"
     out = work / "train"
     code, tail, seconds = radixsnn_command(["train", "--model", train_model, "--epochs", str(size["train_epochs"]),
+                                            "--warmup-epochs", str(size["train_epochs"] / 2),
                                             "--amp", "bf16", "--out", str(out), *common, *small])
     ok = code == 0
     value = f"exit {code}"

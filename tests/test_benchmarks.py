@@ -1,11 +1,15 @@
-"""The benchmark scripts run: the GPU check in its CPU smoke mode, the bf16 training benchmark at tiny sizes."""
+"""The benchmark scripts run: the GPU check in its CPU smoke mode, the bf16 training and per-layer
+convolution benchmarks at tiny sizes."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -35,5 +39,31 @@ def test_training_benchmark_measures_both_precisions(tmp_path):
     result = json.loads((tmp_path / "t.json").read_text())
     rows = result["rows"]
     assert result["matmul"]["size"] == 128 and result["matmul"]["ratio"] > 0
-    assert [(r["model"], r["kind"]) for r in rows] == [("resnet20", k) for k in ("train", "finetune", "plain")]
+    assert [(r["model"], r["kind"]) for r in rows] == [("resnet20", k) for k in ("train", "finetune", "plain", "nchw")]
     assert all(r["float32"] > 0 and r["bf16"] > 0 for r in rows)
+
+
+def test_conv_layers_benchmark_times_every_convolution_three_ways(tmp_path):
+    run_script("conv_layers.py", "--model", "vgg16", "--batch-size", "2", "--repeats", "1", "--warmup", "0",
+               "--threads", "1", "--json", str(tmp_path / "c.json"), cwd=tmp_path)
+    result = json.loads((tmp_path / "c.json").read_text())
+    assert [r["map"] for r in result["rows"]] == [[32, 32]] * 2 + [[16, 16]] * 2 + [[8, 8]] * 3 + [[4, 4]] * 3 + [[2, 2]] * 3
+    assert all(r[f"{way}_{p}_ms"] > 0 for r in result["rows"] for way in ("float32", "bf16", "unfolded")
+               for p in ("forward", "backward"))
+
+
+def test_the_unfolded_candidate_is_the_convolution_forward_and_backward():
+    spec = importlib.util.spec_from_file_location("conv_layers", BENCHMARKS / "conv_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    g = torch.Generator().manual_seed(0)
+    for stride, padding, size in ((1, 1, 2), (2, 1, 5), (1, 0, 4)):
+        x = torch.randn(3, 4, size, size, dtype=torch.float64, generator=g, requires_grad=True)
+        w = torch.randn(6, 4, 3, 3, dtype=torch.float64, generator=g, requires_grad=True)
+        b = torch.randn(6, dtype=torch.float64, generator=g, requires_grad=True)
+        want = torch.nn.functional.conv2d(x, w, b, stride, padding)
+        got = module.unfolded_conv2d(x, w, b, stride, padding)
+        assert torch.allclose(got, want, atol=1e-12)
+        grad = torch.randn(want.shape, dtype=torch.float64, generator=g)
+        assert all(torch.allclose(a, c, atol=1e-12) for a, c in
+                   zip(torch.autograd.grad(got, (x, w, b), grad), torch.autograd.grad(want, (x, w, b), grad)))
