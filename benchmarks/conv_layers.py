@@ -27,14 +27,11 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
 
 import radixsnn as rs
 
 WAYS = ("float32", "bf16", "unfolded")
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class _UnfoldedConv2d(torch.autograd.Function):
@@ -108,14 +105,15 @@ def time_layer(layer: nn.Conv2d, x: torch.Tensor, way: str, repeats: int, warmup
             else:
                 y = layer(xi)
         t1 = time.perf_counter()
-        if g is None:
+        if g is None:  # the same output gradient every time, made outside the timed passes
             g = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(y.dtype)
             g = g.contiguous(memory_format=torch.channels_last)
-        y.backward(g)
         t2 = time.perf_counter()
+        y.backward(g)
+        t3 = time.perf_counter()
         if i >= warmup:
             forward += t1 - t0
-            backward += t2 - t1
+            backward += t3 - t2
     return forward / repeats, backward / repeats
 
 

@@ -295,7 +295,7 @@ class Trainer:
             }
             self.history.append(metrics)
             # the best epoch by test accuracy, among the evaluated ones (by training accuracy without a test loader)
-            score = metrics.get("test_acc", metrics["train_acc"] if self.test_loader is None else None)
+            score = train["train_acc"] if self.test_loader is None else test.get("test_acc")
             improved = score is not None and (self.best is None or score > self.best["test_acc"])
             if improved:
                 self.best = {"epoch": epoch + 1, "test_acc": score}
