@@ -168,6 +168,9 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["sweep", *w, "--out", str(d / "a_file")], "--out must be a folder"),
         (["sweep", *w, "--points", str(d / "missing.json"), "--out", o], "results file not found"),
         (["sweep", *w, "--points", str(d / "nan.th"), "--out", o], "is not a JSON file"),
+        (["sweep", *w, "--from", str(d / "missing.json"), "--out", o], "results file not found"),
+        (["sweep", *w, "--from", str(d / "list.json"), "--out", o], "expected a JSON object"),
+        (["sweep", *w, "--from", str(d / "acc_nan.json"), "--out", o], "not a sweep.json of radixsnn sweep"),
         # ops
         (["ops", "--model", "nope", "-T", "4"], "--model 'nope' is unknown"),
         (["ops", "--model", "resnet20", "-T", "0"], "--time-steps must be an integer in 1..16"),

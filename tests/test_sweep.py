@@ -5,6 +5,8 @@ import argparse
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -108,7 +110,7 @@ def test_sweep_command_on_resnet20(tmp_path, cifar10_dir, resnet20_weights):
     from radixsnn.cli import sweep as sweep_cmd
 
     parser = argparse.ArgumentParser()
-    sweep_cmd.register(parser.add_subparsers())
+    sweep_cmd.register(parser.add_subparsers(dest="command"))  # as the radixsnn command names it
     args = parser.parse_args(["sweep", "--model", "resnet20", "--weights", str(resnet20_weights), "--data-dir",
                               str(cifar10_dir), "--images", "100", "--calib-images", "128", "--time-steps", "2,6",
                               "--weight-bits", "8,3", "--out", str(tmp_path)])
@@ -121,6 +123,21 @@ def test_sweep_command_on_resnet20(tmp_path, cifar10_dir, resnet20_weights):
     assert eff[(8, 6)] / eff[(3, 6)] == pytest.approx(3 / 8)
     assert (tmp_path / "sweep.png").stat().st_size > 0
     assert len((tmp_path / "sweep.csv").read_text().splitlines()) == 5
+    # --from: the 8-bit points at T = 2 and 6 come from the first sweep, T = 4 is computed
+    common = ["sweep", "--model", "resnet20", "--weights", str(resnet20_weights), "--data-dir", str(cifar10_dir),
+              "--images", "100", "--time-steps", "2,4,6", "--weight-bits", "8", "--from", str(tmp_path / "sweep.json"),
+              "--no-plot"]
+    args = parser.parse_args([*common, "--calib-images", "128", "--out", str(tmp_path / "again")])
+    assert args.func(args) == 0
+    again = json.loads((tmp_path / "again" / "sweep.json").read_text())
+    assert again["config"]["from"] == str(tmp_path / "sweep.json")
+    source = {r["time_steps"]: r.get("source") for r in again["rows"]}
+    assert source == {2: str(tmp_path / "sweep.json"), 4: None, 6: str(tmp_path / "sweep.json")}
+    assert {r["time_steps"]: r["accuracy"] for r in again["rows"] if r["time_steps"] != 4} == {2: acc[(8, 2)], 6: acc[(8, 6)]}
+    args = parser.parse_args([*common, "--calib-images", "64", "--out", str(tmp_path / "other")])
+    with pytest.raises(RadixSNNError, match="its calib_images is 128, this sweep's is 64"):
+        args.func(args)
+    assert not (tmp_path / "other" / "sweep.json").exists()
 
 
 def test_results_from_files_join_the_sweep(tmp_path):
@@ -157,3 +174,98 @@ def test_results_from_files_join_the_sweep(tmp_path):
     for name, words in (("inexact", "99.00 % of the images"), ("not_eval", "not an SNN evaluation"), ("other", "model")):
         with pytest.raises(DataError, match=words):
             rows_from_results([files[name]], model=result["model"] or "small")
+
+
+SETTINGS = {"command": "sweep", "model": "small", "model_args": None, "mean": list(NORM["mean"]), "std": list(NORM["std"]),
+            "input_shape": None, "weights": "w.pt", "weights_sha256": "ab" * 32, "dataset": "cifar10", "images": 40,
+            "calib": "mse", "calib_images": 20, "act_scale": "auto", "shift": "channel", "weight_grid": "mse",
+            "gains": "delayed", "seed": 0, "finetune_steps": 0, "finetune_epochs": None, "finetune_batch": 64,
+            "lr": 0.001, "train_images": 10000}
+
+
+def _sweep_file(tmp_path, rows, name="sweep.json", **config):
+    path = tmp_path / name
+    path.write_text(json.dumps({"config": {**SETTINGS, **config}, "images": 40, "finetune_steps": 0, "rows": rows}))
+    return path
+
+
+def test_an_earlier_sweep_supplies_its_points(tmp_path, monkeypatch):
+    """--from: the points an earlier sweep with the same settings computed are copied, not computed again;
+    only the missing ones are converted; the order is the sweep's."""
+    from radixsnn.experiments import sweep as sweep_module
+    from radixsnn.experiments.sweep import reusable_rows
+
+    torch.manual_seed(0)
+    model = Small().eval()
+    images, labels = _data(40)
+    first = sweep(model, images, labels, images[:20], [2, 5], [8], progress=False, **NORM)
+    path = _sweep_file(tmp_path, first)
+    reuse = reusable_rows(path, SETTINGS)
+    assert [r["source"] for r in reuse] == [str(path)] * 2
+    calls = []
+    real = sweep_module.quantize
+    monkeypatch.setattr(sweep_module, "quantize", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    rows = sweep(model, images, labels, images[:20], [2, 3, 5], [8], reuse=reuse, progress=False, **NORM)
+    assert calls == [3]  # only the missing point is converted
+    assert [r["time_steps"] for r in rows] == [2, 3, 5] and [r.get("source") for r in rows] == [str(path), None, str(path)]
+    fresh = sweep(model, images, labels, images[:20], [3], [8], progress=False, **NORM)[0]
+    assert rows[1]["accuracy"] == fresh["accuracy"] and rows[1]["ops_graph"] == fresh["ops_graph"]
+    for old, new in ((first[0], rows[0]), (first[1], rows[2])):
+        assert {k: new[k] for k in ("accuracy", "qann_accuracy", "agreement", "ops_graph", "seconds")} == \
+               {k: old[k] for k in ("accuracy", "qann_accuracy", "agreement", "ops_graph", "seconds")}
+    # a sweep that fine-tunes computes its points again unless the earlier one fine-tuned the same way
+    assert [r["mode"] for r in reusable_rows(_sweep_file(tmp_path, first + [{**first[0], "mode": "fine-tuned", "finetune_steps": 5}],
+                                                         "ft.json", finetune_steps=5), {**SETTINGS, "finetune_steps": 5})] == \
+           ["post-training", "post-training", "fine-tuned"]
+    assert [r["mode"] for r in reusable_rows(_sweep_file(tmp_path, first + [{**first[0], "mode": "fine-tuned", "finetune_steps": 5}],
+                                                         "ft.json", finetune_steps=5), {**SETTINGS, "finetune_steps": 9})] == \
+           ["post-training", "post-training"]
+
+
+def test_an_earlier_sweep_is_checked_before_its_rows_are_used(tmp_path):
+    from radixsnn.errors import DataError
+    from radixsnn.experiments.sweep import ROW_SETTINGS, reusable_rows
+
+    row = {"weight_bits": 8, "time_steps": 4, "mode": "post-training", "finetune_steps": 0, "accuracy": 0.5,
+           "qann_accuracy": 0.5, "agreement": 1.0, "ops_graph": 1000, "final_loss": None, "seconds": 1.0}
+    assert len(reusable_rows(_sweep_file(tmp_path, [row]), SETTINGS)) == 1
+    for key in ROW_SETTINGS:  # every setting a row depends on must match
+        changed = {**SETTINGS, key: "something else"}
+        with pytest.raises(DataError, match=f"its {key} is"):
+            reusable_rows(_sweep_file(tmp_path, [row]), changed)
+    old = {k: v for k, v in SETTINGS.items() if k != "weights_sha256"}  # a file from before checksums
+    (tmp_path / "old.json").write_text(json.dumps({"config": old, "rows": [row]}))
+    with pytest.raises(DataError, match="records no weights_sha256"):
+        reusable_rows(tmp_path / "old.json", SETTINGS)
+    for bad, words in (({"agreement": 0.99}, "99.00 % of the images"), ({"time_steps": 40}, "time_steps must be"),
+                       ({"time_steps": 4.0}, "no integer time_steps"), ({"accuracy": float("nan")}, "accuracy in"),
+                       ({"ops_graph": -1}, "ops_graph"), ({"finetune_steps": 3}, "finetune_steps")):
+        with pytest.raises(DataError, match=f"row 0 .*{words}"):
+            reusable_rows(_sweep_file(tmp_path, [{**row, **bad}]), SETTINGS)
+    (tmp_path / "eval.json").write_text(json.dumps({"accuracy": 0.5, "rows": []}))
+    with pytest.raises(DataError, match="not a sweep.json"):
+        reusable_rows(tmp_path / "eval.json", SETTINGS)
+    with pytest.raises(DataError, match="not found"):
+        reusable_rows(tmp_path / "missing.json", SETTINGS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["weight_bits", "time_steps", "mode", "finetune_steps", "accuracy", "qann_accuracy", "agreement",
+                        "ops_graph"]),
+       st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), st.floats(allow_nan=True), st.text(max_size=5),
+                 st.lists(st.integers(), max_size=2)))
+def test_a_tampered_sweep_row_is_refused_or_harmless(tmp_path_factory, key, value):
+    """Any value in any field of a row: reusable_rows returns well-formed rows or raises DataError."""
+    from radixsnn.errors import DataError
+    from radixsnn.experiments.sweep import reusable_rows
+
+    row = {"weight_bits": 8, "time_steps": 4, "mode": "post-training", "finetune_steps": 0, "accuracy": 0.5,
+           "qann_accuracy": 0.5, "agreement": 1.0, "ops_graph": 1000}
+    path = _sweep_file(tmp_path_factory.mktemp("fuzz"), [{**row, key: value}])
+    try:
+        rows = reusable_rows(path, SETTINGS)
+    except DataError:
+        return
+    for r in rows:
+        assert r["agreement"] == 1.0 and isinstance(r["ops_graph"], int) and r["ops_graph"] > 0
+        assert 2 <= r["weight_bits"] <= 16 and 1 <= r["time_steps"] <= 16 and 0 <= r["accuracy"] <= 1

@@ -21,7 +21,8 @@ from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHI
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
 from radixsnn.data import augmentation_for, calibration_images, load_cifar
 from radixsnn.errors import ConfigError
-from radixsnn.experiments.sweep import add_results, rows_from_results, sweep, write_csv
+from radixsnn.experiments.sweep import add_results, reusable_rows, rows_from_results, sweep, write_csv
+from radixsnn.models.weights import file_sha256
 from radixsnn.outputs import check_folder, write_json
 
 
@@ -60,6 +61,10 @@ def register(subparsers) -> None:
                    help="evaluation results to add to the table and figure: finetune's OUT/eval.json (fine-tuned) or "
                         "'radixsnn evaluate --json' of a per-layer-T SNN (drawn at the uniform T of equal operations); "
                         "each must show SNN == QANN on every image")
+    p.add_argument("--from", dest="reuse", metavar="SWEEP.json", default=None,
+                   help="an earlier sweep's sweep.json: its points made with the same settings (model, weights by "
+                        "sha256, data, images, calibration, scales, seed; fine-tuned points also the fine-tuning "
+                        "options) are copied instead of computed again; settings that differ are an error")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib needed)")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     add_progress_arg(p)
@@ -87,8 +92,16 @@ def run(args) -> int:
     if any(r["mode"] == "per-layer T" for r in results) and len(set(args.time_steps)) < 2:
         raise ConfigError("time_steps", "need at least two values to place a per-layer point (--points)")
     model = load_float_model(args)
+    # file names only: the results stay meaningful when the folders move
+    config = recorded_options(args, "data_dir", "out", "reuse")
+    config["weights"] = Path(args.weights).name
+    config["weights_sha256"] = file_sha256(args.weights)
+    config["points"] = [str(p) for p in args.points]
+    reuse = None
+    if args.reuse is not None:  # read and checked before any point is computed
+        reuse = reusable_rows(args.reuse, config)
+        config["from"] = str(args.reuse)
     images, labels = load_test_images(args)
-    calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed)
     steps = args.finetune_steps
     train_x = train_y = None
     if steps or args.finetune_epochs is not None:
@@ -99,16 +112,16 @@ def run(args) -> int:
         train_x, train_y = all_x[idx], all_y[idx]
         if args.finetune_epochs is not None:
             steps = max(1, round(args.finetune_epochs * len(train_x) / args.finetune_batch))
+    calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed)
     rows = sweep(model, images, labels, calib, args.time_steps, args.weight_bits, steps, train_x, train_y,
                  batch_size=args.batch_size, finetune_batch=args.finetune_batch, lr=args.lr, calib=args.calib,
                  augment=augmentation_for(args.dataset), seed=args.seed, act_scale=args.act_scale, shift=args.shift,
-                 weight_grid=args.weight_grid, gains=args.gains, progress=not args.no_progress)
+                 weight_grid=args.weight_grid, gains=args.gains, reuse=reuse, progress=not args.no_progress)
+    if reuse is not None:
+        copied = sum(r.get("source") is not None for r in rows)
+        print(f"{copied} of {len(rows)} rows copied from {args.reuse}")
     rows = add_results(rows, results)
     write_csv(rows, out / "sweep.csv")
-    # file names only: the results stay meaningful when the folders move
-    config = recorded_options(args, "data_dir", "out")
-    config["weights"] = Path(args.weights).name
-    config["points"] = [str(p) for p in args.points]
     write_json(out / "sweep.json", {"config": config, "images": len(images), "finetune_steps": steps, "rows": rows},
                "out", indent=1)
     if not args.no_plot:

@@ -20,6 +20,10 @@ reported relative to the most efficient point of the sweep. At equal T, 8-bit we
 ``1 - 3/8 = 62.5 %`` less efficient than 3-bit weights (the paper's "63 %") -- a consequence of the
 cost model, not a measurement.
 
+An earlier sweep's ``sweep.json`` can supply the points it already has (:func:`reusable_rows`): a row is
+reused only when every setting it depends on (:data:`ROW_SETTINGS`, the weights' sha256 among them)
+matches, and only the missing points are converted and evaluated.
+
 SNNs made elsewhere join the figure through their evaluation results (:func:`rows_from_results`): SNNs
 fine-tuned by ``radixsnn finetune`` (its ``eval.json``) and SNNs with per-layer time steps from
 ``radixsnn search`` (``radixsnn evaluate --json``). A per-layer SNN is placed at its *equivalent T*, the
@@ -27,6 +31,7 @@ uniform T with the same ``ops_graph`` (:func:`equivalent_time_steps`).
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable
 
@@ -44,6 +49,77 @@ from radixsnn.experiments.report import load_results_json
 from radixsnn.outputs import write_text
 from radixsnn.training.qat import finetune
 from radixsnn.training.trainer import TrainConfig
+
+
+#: What a sweep row depends on besides its weight width and T: an earlier sweep's rows are reused only when
+#: its ``sweep.json`` records the same value of each (the command's options, and the weights' checksum).
+ROW_SETTINGS = ("model", "model_args", "mean", "std", "input_shape", "weights_sha256", "dataset", "images", "calib",
+                "calib_images", "act_scale", "shift", "weight_grid", "gains", "seed")
+
+#: What a fine-tuned row depends on besides :data:`ROW_SETTINGS`.
+FINETUNE_SETTINGS = ("finetune_steps", "finetune_epochs", "finetune_batch", "lr", "train_images")
+
+#: The modes of the rows a sweep computes itself (others come from evaluation files, :func:`rows_from_results`).
+SWEEP_MODES = ("post-training", "fine-tuned")
+
+
+def reusable_rows(path, settings: dict) -> list[dict]:
+    """The computed rows of an earlier sweep's ``sweep.json``, each marked with its ``source`` (the file it
+    was first computed for): its ``post-training`` rows, and its ``fine-tuned`` ones if it records the
+    :data:`FINETUNE_SETTINGS` that ``settings`` gives. The file must record every :data:`ROW_SETTINGS` key
+    with the value ``settings`` gives it, and every row must be well-formed and show its SNN equal to its
+    QANN on every image; anything else raises :class:`DataError` naming the file (and the row or setting)."""
+    data = load_results_json(path)
+    config, rows = data.get("config"), data.get("rows")
+    if not isinstance(config, dict) or config.get("command") != "sweep" or not isinstance(rows, list):
+        raise DataError(f"{path}: not a sweep.json of radixsnn sweep (no config of command 'sweep' and rows)")
+    recorded = config
+    settings = json.loads(json.dumps(settings))  # compared as the file holds them: tuples become lists
+    for key in ROW_SETTINGS:
+        if key not in recorded:
+            raise DataError(f"{path}: records no {key}, so its rows cannot be matched to this sweep; run that sweep again")
+        if recorded[key] != settings.get(key):
+            raise DataError(f"{path}: its {key} is {recorded[key]!r}, this sweep's is {settings.get(key)!r}: "
+                            "its rows are not this sweep's")
+    modes = SWEEP_MODES if all(recorded.get(k) == settings.get(k) for k in FINETUNE_SETTINGS) else SWEEP_MODES[:1]
+    reused = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{path}: row {i} is not an object")
+        if row.get("mode") not in SWEEP_MODES:
+            continue  # an evaluation file's row: it joins again through --points
+        if row["mode"] not in modes:
+            continue  # fine-tuned differently
+        problem = _row_problem(row)
+        if problem:
+            raise DataError(f"{path}: row {i} {problem}")
+        reused.append({**row, "source": row.get("source") or str(path)})
+    return reused
+
+
+def _row_problem(row: dict) -> str | None:
+    """What is wrong with a computed sweep row read from a file, or ``None``."""
+    for key, spec in (("time_steps", ActQuant), ("weight_bits", WeightQuant)):
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"has no integer {key}"
+        try:
+            spec(value)
+        except ConfigError as exc:
+            return f"{key} {exc.problem}"
+    for key in ("accuracy", "qann_accuracy", "agreement"):
+        value = row.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            return f"has no {key} in [0, 1]"
+    if row["agreement"] != 1.0:
+        return f"shows its SNN equal to its QANN on only {100 * row['agreement']:.2f} % of the images (must be all)"
+    ops = row.get("ops_graph")
+    if isinstance(ops, bool) or not isinstance(ops, int) or ops <= 0:
+        return "has no positive integer ops_graph"
+    steps = row.get("finetune_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0 or (steps > 0) != (row["mode"] == "fine-tuned"):
+        return "has no finetune_steps that fit its mode"
+    return None
 
 
 def sweep(
@@ -69,13 +145,15 @@ def sweep(
     shift: str = DEFAULT_SHIFT,
     weight_grid: str = DEFAULT_WEIGHT_GRID,
     gains: str = DEFAULT_GAINS,
+    reuse: list[dict] | None = None,
 ) -> list[dict]:
     """One row per (weight bits, T, mode): accuracy, QANN agreement, operations and efficiency.
 
     ``mode`` is ``"post-training"`` for every point and, with ``finetune_steps > 0``, also
     ``"fine-tuned"`` (the calibrated QANN after ``finetune_steps`` SGD steps on ``train_images``, batches
     of ``finetune_batch`` augmented by ``augment``). ``mean`` / ``std``: the model's input normalization
-    (default: its registry config).
+    (default: its registry config). ``reuse``: rows made with the same settings (:func:`reusable_rows`);
+    a (weight bits, T) point that has all its modes there is taken from them instead of computed.
     """
     time_steps, weight_bits = sorted(set(time_steps)), sorted(set(weight_bits), reverse=True)
     if not time_steps or not weight_bits:
@@ -92,8 +170,15 @@ def sweep(
     if finetune_steps:
         tune = TrainConfig(epochs=1, batch_size=finetune_batch, lr=lr, momentum=0.9, weight_decay=0.0,
                            schedule="constant", clip_grad=1.0, seed=seed, max_steps=finetune_steps)
+    modes = ["post-training"] + (["fine-tuned"] if finetune_steps else [])
+    known = {(r["weight_bits"], r["time_steps"], r["mode"]): r for r in reuse or []}
     rows = []
-    plan = [(b, t) for b in weight_bits for t in time_steps]
+    plan = []
+    for point in [(b, t) for b in weight_bits for t in time_steps]:
+        if all((*point, mode) in known for mode in modes):
+            rows += [dict(known[(*point, mode)]) for mode in modes]
+        else:
+            plan.append(point)
     bar = tqdm(plan, desc="sweep", unit="point", disable=not progress)
     for bits, steps in bar:
         bar.set_postfix(bits=bits, T=steps)
@@ -101,8 +186,7 @@ def sweep(
         qann = quantize(model, steps, weight_bits=bits, input_shape=tuple(images.shape[1:]), mean=mean, std=std,
                         act_scale=act_scale, shift=shift, weight_grid=weight_grid, gains=gains)
         qann.calibrate(calib_images, method=calib, progress=False)
-        modes = [("post-training", 0)] + ([("fine-tuned", finetune_steps)] if finetune_steps else [])
-        for mode, n_steps in modes:
+        for mode, n_steps in zip(modes, (0, finetune_steps)):
             final_loss = None
             if n_steps:
                 loader = DeviceLoader(train_images, train_labels, finetune_batch, train=True, seed=seed, augment=augment)
@@ -123,6 +207,8 @@ def sweep(
                 "final_loss": final_loss,
                 "seconds": time.perf_counter() - start,
             })
+    order = {(b, t): i for i, (b, t) in enumerate((b, t) for b in weight_bits for t in time_steps)}
+    rows.sort(key=lambda r: order[(r["weight_bits"], r["time_steps"])])  # stable: the modes keep their order
     add_efficiency(rows)
     return rows
 
