@@ -219,6 +219,37 @@ def test_distillation_loss_mixes_cross_entropy_and_kl():
         TrainConfig(epochs=1, distill=1.5)
 
 
+def test_an_ensemble_teacher_is_the_mean_of_its_softmaxes():
+    from radixsnn.training.qat import ensemble_teacher
+
+    torch.manual_seed(2)
+    logits, labels = torch.randn(5, 7, requires_grad=True), torch.randint(0, 7, (5,))
+    outputs = [3 * torch.randn(5, 7) for _ in range(3)]
+    teacher = ensemble_teacher([lambda x, z=z: z for z in outputs])
+    p = torch.stack([z.softmax(1) for z in outputs]).mean(0)
+    kl = (p * (p.log() - logits.log_softmax(1))).sum(1).mean()
+    assert torch.allclose(teacher(None).exp(), p) and torch.allclose(teacher(None).log_softmax(1), teacher(None), atol=1e-6)
+    assert torch.allclose(training_loss(logits, labels, TrainConfig(epochs=1, distill=1.0), teacher(None)), kl, atol=1e-6)
+    one = lambda x: outputs[0]
+    assert ensemble_teacher([one]) is one  # one teacher: its own logits, temperature and all
+
+
+def test_finetune_distils_from_an_ensemble_teacher(tmp_path):
+    """--teacher: the run records the teachers and their checksums, and the SNN still equals its QANN."""
+    pytest.importorskip("sklearn", reason="the digits dataset needs scikit-learn (pip install -e '.[demo]')")
+    tiny = ["--dataset", "digits", "--epochs", "1", "--batch-size", "8", "--train-subset", "16", "--test-subset", "8", "--no-progress"]
+    for seed in ("0", "1"):
+        assert main(["train", "--model", "resnet20", "--seed", seed, "--out", str(tmp_path / f"float{seed}"), *tiny]) == 0
+    other = tmp_path / "float1" / "last.safetensors"
+    assert main(["finetune", "--model", "resnet20", "--weights", str(tmp_path / "float0" / "last.safetensors"),
+                 "--teacher", f"resnet20={other}", "--time-steps", "3", "--calib-images", "8", "--eval-images", "8",
+                 "--engine", "spikes", "--out", str(tmp_path / "t3"), *tiny]) == 0
+    assert json.loads((tmp_path / "t3" / "last.json").read_text())["config"]["teachers"] == [f"resnet20={other}"]
+    assert json.loads((tmp_path / "t3" / "eval.json").read_text())["agreement"] == 1.0
+    from radixsnn.models.weights import file_sha256
+    assert IntegerSNN.load(tmp_path / "t3" / "model.snn").metadata["teachers_sha256"] == [file_sha256(other)]
+
+
 @pytest.mark.parametrize("tau", [0.5, 2.0, 4.0])
 def test_distillation_temperature_softens_both_distributions(tau):
     torch.manual_seed(1)

@@ -56,6 +56,12 @@ def register(subparsers) -> None:
         f"above 1 the float network's ranking of the wrong classes teaches too (default {FINETUNE_DEFAULTS['distill_temperature']})",
     )
     p.add_argument(
+        "--teacher", dest="teachers", action="append", metavar="NAME=WEIGHTS",
+        help="also distil from this float network, a registered model with its checkpoint (repeatable): the "
+        "teacher becomes the mean of the softmaxes of --weights' network and these, an ensemble that knows more "
+        "than the network being converted (default: --weights' network alone)",
+    )
+    p.add_argument(
         "--scale-lr", type=positive_float, metavar="MULT",
         help="learning rate of the activation scales (LSQ step sizes, no weight decay) as a multiple of the "
         f"scheduled rate (default {FINETUNE_DEFAULTS['scale_lr']})",

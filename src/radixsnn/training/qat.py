@@ -19,13 +19,13 @@ from tqdm import tqdm
 
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
-from radixsnn.core.inputs import normalize
+from radixsnn.core.inputs import CONFIG_ATTRIBUTE, normalize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, QANN, SHIFTS, WEIGHT_GRIDS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
 from radixsnn.data.datasets import load_dataset, num_classes
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
-from radixsnn.models import load_model
+from radixsnn.models import list_models, load_model
 from radixsnn.models.weights import file_sha256
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
 from radixsnn.training.runtime import Runtime, check_amp, start_runtime, stop_runtime
@@ -67,6 +67,7 @@ FINETUNE_DEFAULTS = {
     "clip_grad": 1.0,
     "distill": 1.0,
     "distill_temperature": 1.0,
+    "teachers": [],  # NAME=WEIGHTS of float networks distilled from with the model's own (an ensemble)
     "eval_every": 1,
     "seed": 0,
     "train_subset": None,
@@ -94,6 +95,38 @@ def float_teacher(model: nn.Module, mean, std, device: torch.device) -> Callable
     """The frozen float network as a function of uint8 pixels: the distillation target."""
     model = model.to(device).eval().requires_grad_(False)
     return lambda images: model(normalize(images, mean, std))
+
+
+def ensemble_teacher(teachers: list[Callable[[torch.Tensor], torch.Tensor]]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Several teachers as one: the log of the mean of their softmaxes, which the distillation loss takes
+    as logits (their log-softmax is themselves). One teacher is returned as it is.
+
+    >>> a, b = (lambda x: torch.tensor([[2.0, 0.0]])), (lambda x: torch.tensor([[0.0, 2.0]]))
+    >>> ensemble_teacher([a, b])(None).exp().round(decimals=6).tolist()
+    [[0.5, 0.5]]
+    """
+    if len(teachers) == 1:
+        return teachers[0]
+    return lambda images: torch.log(sum(t(images).float().softmax(1) for t in teachers) / len(teachers))
+
+
+def load_teachers(specs: list[str], dataset: str) -> list[nn.Module]:
+    """The float networks of ``--teacher NAME=WEIGHTS`` entries: registered models (which carry their input
+    normalization) with ``dataset``'s classes and the weights loaded. Raises :class:`ConfigError`
+    naming ``teachers``."""
+    models = []
+    for spec in specs:
+        name, sep, path = str(spec).partition("=")
+        if not sep or not name or not path:
+            raise ConfigError("teachers", f"must be NAME=WEIGHTS (a registered model and its checkpoint), got {spec!r}")
+        if name not in list_models():
+            raise ConfigError("teachers", f"{name!r} is not a registered model (a teacher needs its normalization): "
+                                         f"one of {', '.join(list_models())}")
+        try:
+            models.append(load_model(name, num_classes=num_classes(dataset), weights=path))
+        except ConfigError as exc:
+            raise ConfigError("teachers", f"{spec}: {exc}") from None
+    return models
 
 
 def finetune(
@@ -219,6 +252,10 @@ def finetune_run(
             float_model = load_model(config["model"], model_args=config["model_args"], num_classes=num_classes(config["dataset"]),
                                      weights=config["weights"], mean=config["mean"], std=config["std"],
                                      input_shape=config["input_shape"])
+        config["teachers"] = list(config.get("teachers") or [])  # a run saved before the option has none
+        if config["teachers"] and not tc.distill > 0:
+            raise ConfigError("teachers", "needs distillation (--distill > 0)")
+        teachers = load_teachers(config["teachers"], config["dataset"])
         train_loader, test_loader = make_loaders(config, runtime, data_dir, download)
         seed_everything(config["seed"])
         if state is None:
@@ -239,7 +276,9 @@ def finetune_run(
             if float_model is None:
                 raise ConfigError("weights", f"file {config['weights']} is needed for distillation, and it is missing")
             attrs = qann.graph.input.attrs
-            teacher = float_teacher(float_model, attrs["mean"], attrs["std"], runtime.device)
+            teacher = ensemble_teacher([float_teacher(float_model, attrs["mean"], attrs["std"], runtime.device)] + [
+                float_teacher(m, getattr(m, CONFIG_ATTRIBUTE).mean, getattr(m, CONFIG_ATTRIBUTE).std, runtime.device)
+                for m in teachers])
         ran = state is None or int(state.meta["epoch"]) < tc.epochs
         trainer = finetune(qann, train_loader, tc, test_loader=test_loader, teacher=teacher, runtime=runtime,
                            out_dir=out, meta=meta, state=state, amp=amp, progress=progress)
@@ -276,6 +315,7 @@ def _convert_and_evaluate(qann: QANN, float_model: nn.Module | None, config: dic
         "num_classes": num_classes(config["dataset"]),
         "weights": str(weights.resolve()),
         "weights_sha256": file_sha256(weights) if weights.is_file() else None,
+        "teachers_sha256": [file_sha256(spec.partition("=")[2]) for spec in config["teachers"]],
         "how": "quantization-aware fine-tuning",
         "finetune_run": str(out.resolve()),
         "epochs": epochs,
