@@ -73,15 +73,14 @@ def reusable_rows(path, settings: dict) -> list[dict]:
     config, rows = data.get("config"), data.get("rows")
     if not isinstance(config, dict) or config.get("command") != "sweep" or not isinstance(rows, list):
         raise DataError(f"{path}: not a sweep.json of radixsnn sweep (no config of command 'sweep' and rows)")
-    recorded = config
     settings = json.loads(json.dumps(settings))  # compared as the file holds them: tuples become lists
     for key in ROW_SETTINGS:
-        if key not in recorded:
+        if key not in config:
             raise DataError(f"{path}: records no {key}, so its rows cannot be matched to this sweep; run that sweep again")
-        if recorded[key] != settings.get(key):
-            raise DataError(f"{path}: its {key} is {recorded[key]!r}, this sweep's is {settings.get(key)!r}: "
+        if config[key] != settings.get(key):
+            raise DataError(f"{path}: its {key} is {config[key]!r}, this sweep's is {settings.get(key)!r}: "
                             "its rows are not this sweep's")
-    modes = SWEEP_MODES if all(recorded.get(k) == settings.get(k) for k in FINETUNE_SETTINGS) else SWEEP_MODES[:1]
+    modes = SWEEP_MODES if all(config.get(k) == settings.get(k) for k in FINETUNE_SETTINGS) else SWEEP_MODES[:1]
     reused = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
