@@ -171,9 +171,10 @@ def sweep(
                            schedule="constant", clip_grad=1.0, seed=seed, max_steps=finetune_steps)
     modes = ["post-training"] + (["fine-tuned"] if finetune_steps else [])
     known = {(r["weight_bits"], r["time_steps"], r["mode"]): r for r in reuse or []}
+    grid = [(b, t) for b in weight_bits for t in time_steps]
     rows = []
     plan = []
-    for point in [(b, t) for b in weight_bits for t in time_steps]:
+    for point in grid:
         if all((*point, mode) in known for mode in modes):
             rows += [dict(known[(*point, mode)]) for mode in modes]
         else:
@@ -206,8 +207,7 @@ def sweep(
                 "final_loss": final_loss,
                 "seconds": time.perf_counter() - start,
             })
-    order = {(b, t): i for i, (b, t) in enumerate((b, t) for b in weight_bits for t in time_steps)}
-    rows.sort(key=lambda r: order[(r["weight_bits"], r["time_steps"])])  # stable: the modes keep their order
+    rows.sort(key=lambda r: grid.index((r["weight_bits"], r["time_steps"])))  # stable: the modes keep their order
     add_efficiency(rows)
     return rows
 
