@@ -19,7 +19,7 @@ from radixsnn.core.ops import graph_ops, term_fan_in
 from radixsnn.core.qann import QANN
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError, SNNFileError
-from radixsnn.experiments.search import check_search_options, loss_bound, search_time_steps
+from radixsnn.experiments.search import check_search_options, loss_bound, search_time_steps, split_training_set
 from test_convert import MODELS, NORM, images, randomize_bn
 
 
@@ -141,7 +141,7 @@ def labelled():
 def test_search_keeps_its_budget_and_lowers_layers(labelled):
     model, x, y = labelled
     common = dict(base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=8,
-                  progress=False)
+                  verify_images=0, progress=False)
     loose = search_time_steps(model, x, y, budget=100.0, quantize_options={"input_shape": (3, 16, 16), **NORM}, **common)
     neurons = [k for k in loose["assignment"] if k != "default"]
     assert loose["assignment"]["default"] == 5 and neurons  # a budget of 100 points lowers every layer it can
@@ -164,7 +164,7 @@ def test_search_keeps_its_budget_and_lowers_layers(labelled):
 def test_path_search_bisects_the_divergence_order(labelled):
     model, x, y = labelled
     common = dict(base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=0,
-                  progress=False, method="path", quantize_options={"input_shape": (3, 16, 16), **NORM})
+                  verify_images=0, progress=False, method="path", quantize_options={"input_shape": (3, 16, 16), **NORM})
     loose = search_time_steps(model, x, y, budget=100.0, **common)
     assert len(loose["steps"]) == 1 and loose["steps"][0]["kept"]  # the whole path fits: one measurement
     assert all(v == 2 for k, v in loose["assignment"].items() if k != "default")
@@ -181,6 +181,43 @@ def test_path_search_bisects_the_divergence_order(labelled):
         lowered = sum({3: 1, 2: 2}[t] for k, t in res["assignment"].items() if k != "default")
         assert lowered == max(kept, default=0)  # the chosen assignment is the kept prefix of the path
         assert res["holdout_loss"] <= budget and res["method"] == "path"
+
+
+def test_verification_takes_the_longest_verified_prefix_of_the_kept_path(labelled):
+    model, x, y = labelled
+    common = dict(base=5, candidates=[2, 3], holdout=100, sensitivity_images=60, calib_images=40, sops_images=0,
+                  verify_images=100, progress=False, quantize_options={"input_shape": (3, 16, 16), **NORM})
+    loose = search_time_steps(model, x, y, budget=100.0, **common)
+    check = loose["verification"]
+    assert check["images"] == loose["verify_images"] == 100 and len(check["steps"]) == 1  # the whole kept path fits
+    assert all(v == 2 for k, v in loose["assignment"].items() if k != "default")
+    assert [r["time_steps"] for r in check["uniform"]] == [r["time_steps"] for r in loose["uniform"]] == [5, 2, 3] and check["uniform"][0]["loss"] == 0.0
+    for method in ("greedy", "path"):
+        res = search_time_steps(model, x, y, budget=2.0, confidence=0.9, method=method, **common)
+        check = res["verification"]
+        # the held-out images pick the path by the measured loss; the verification images apply the confidence
+        assert all(s["kept"] == (s["holdout_loss"] <= 2.0) and s["loss_bound"] == s["holdout_loss"] for s in res["steps"])
+        assert all(r["kept"] == (r["loss_bound"] <= 2.0) and r["loss_bound"] >= r["loss"] for r in check["steps"])
+        kept = [r["path_index"] for r in check["steps"] if r["kept"]]
+        dropped = [r["path_index"] for r in check["steps"] if not r["kept"]]
+        assert max(kept, default=0) < min(dropped, default=10**9)  # bisection
+        assert check["loss_bound"] <= 2.0 and res["confidence"] == 0.9
+        if method == "greedy":  # the chosen assignment is that prefix of the kept moves
+            layers = {}
+            for s in [s for s in res["steps"] if s["kept"]][:max(kept, default=0)]:
+                layers[s["layer"]] = s["time_steps"]
+            assert res["assignment"] == {"default": 5, **dict(sorted(layers.items()))}
+        assert res["ops_graph"] <= res["uniform"][0]["ops_graph"]
+
+
+def test_training_split_parts_are_disjoint():
+    held, calib, check = split_training_set(500, 200, 100, 3, 150)
+    assert (len(held), len(calib), len(check)) == (200, 100, 150)
+    assert len(set(torch.cat([held, calib, check]).tolist())) == 450
+    assert torch.equal(split_training_set(500, 200, 100, 3)[0], held)  # verification images do not move the others
+    for args, name in (((500, 200, 301, 0), "calib_images"), ((500, 200, 100, 0, 201), "verify_images")):
+        with pytest.raises(ConfigError, match=name):
+            split_training_set(*args)
 
 
 @settings(max_examples=50, deadline=None)

@@ -20,8 +20,10 @@ def register(subparsers) -> None:
             "Greedy by sensitivity: calibrate at every candidate T, measure how far each layer moves the outputs "
             "(KL divergence) when lowered alone, then lower layers in order of operations saved per unit of "
             "divergence while the accuracy on "
-            "held-out TRAINING images stays within --budget points of uniform --base at --confidence (the test "
-            "set is never used). Writes OUT/time_steps.json (for --time-steps of convert and finetune) and OUT/search.json."
+            "held-out TRAINING images stays within --budget points of uniform --base; then other training images "
+            "(--verify-images) take the longest prefix of those lowerings that stays within --budget at --confidence "
+            "(the test set is never used). Writes OUT/time_steps.json (for --time-steps of convert and finetune) and "
+            "OUT/search.json."
         ),
     )
     add_float_model_args(p)
@@ -31,14 +33,19 @@ def register(subparsers) -> None:
     p.add_argument("--budget", type=float, default=D["budget"],
                    help=f"largest held-out accuracy loss against uniform --base, in points (default {D['budget']})")
     p.add_argument("--confidence", type=float, default=D["confidence"],
-                   help=f"keep a lowering only if the one-sided upper bound of its held-out loss at this confidence is within "
-                        f"--budget; 0.5 = the measured loss itself (default {D['confidence']})")
+                   help=f"keep a lowering only if the one-sided upper bound of its loss on the verification images (with "
+                        f"--verify-images 0: the held-out ones) at this confidence is within --budget; 0.5 = the measured "
+                        f"loss itself (default {D['confidence']})")
     p.add_argument("--method", choices=METHODS, default=D["method"],
                    help="greedy = measure every move on the held-out images, keep it if it fits, else stop lowering that "
                         "layer; path = order all moves by the divergences alone, then bisect for the longest prefix "
                         f"that fits (about log2 of the moves in measurements) (default {D['method']})")
     p.add_argument("--holdout", type=positive_int, default=D["holdout"],
                    help=f"training images held out to measure accuracy on (default {D['holdout']})")
+    p.add_argument("--verify-images", type=nonnegative_int, default=D["verify_images"],
+                   help="further training images that verify the lowerings the held-out ones chose (those are biased low: "
+                        "the search kept the lucky measurements); 0 = none, the held-out bound decides each lowering "
+                        f"(default {D['verify_images']})")
     p.add_argument("--sensitivity-images", type=positive_int, default=D["sensitivity_images"],
                    help=f"of those, the first N measure each layer's sensitivity (default {D['sensitivity_images']})")
     p.add_argument("--calib-images", type=positive_int, default=D["calib_images"],
@@ -63,19 +70,28 @@ def run(args) -> int:
         model, images, labels, base=args.base, candidates=args.candidates, budget=args.budget,
         confidence=args.confidence, method=args.method, holdout=args.holdout,
         sensitivity_images=args.sensitivity_images, calib_images=args.calib_images, weight_bits=args.weight_bits,
-        seed=args.seed, sops_images=args.sops_images, act_scale=args.act_scale, progress=not args.no_progress,
+        seed=args.seed, sops_images=args.sops_images, verify_images=args.verify_images, act_scale=args.act_scale,
+        progress=not args.no_progress,
     )
     config = recorded_options(args, "data_dir", "out")
     config["weights"] = Path(args.weights).name
     write_json(out / "time_steps.json", result["assignment"], "out", indent=1)
     write_json(out / "search.json", {"config": config, **result}, "out", indent=1)
-    bound = f"bound {100 * args.confidence:g}%"
-    print(f"{'assignment':<16} {'held-out acc':>12} {'loss':>6} {bound:>11} {'ops_graph':>11} {'of base':>8}")
+    checked = result["verification"]
+    bound = f"bound {100 * (0.5 if checked else args.confidence):g}%"
+    header = f"{'assignment':<16} {'held-out acc':>12} {'loss':>6} {bound:>11}"
+    if checked:
+        header += f" {'verified acc':>12} {'loss':>6} {f'bound {100 * args.confidence:g}%':>11}"
+    print(f"{header} {'ops_graph':>11} {'of base':>8}")
     base_ops = result["uniform"][0]["ops_graph"]
-    for row in [*result["uniform"], {**result, "time_steps": None}]:
+    rows = [*result["uniform"], {**result, "time_steps": None}]
+    verified = [*checked["uniform"], checked] if checked else [None] * len(rows)
+    for row, v in zip(rows, verified):
         name = "per layer" if row["time_steps"] is None else f"uniform T={row['time_steps']}"
-        print(f"{name:<16} {row['holdout_accuracy']:>11.2f}% {row['holdout_loss']:>6.2f} {row['loss_bound']:>11.2f} "
-              f"{row['ops_graph']:>11.4g} {row['ops_graph'] / base_ops:>8.3f}")
+        line = f"{name:<16} {row['holdout_accuracy']:>11.2f}% {row['holdout_loss']:>6.2f} {row['loss_bound']:>11.2f}"
+        if v is not None:
+            line += f" {v['accuracy']:>11.2f}% {v['loss']:>6.2f} {v['loss_bound']:>11.2f}"
+        print(f"{line} {row['ops_graph']:>11.4g} {row['ops_graph'] / base_ops:>8.3f}")
     sops = result["sops_per_image"]
     if sops:
         print(f"measured sops per image ({result['sops_images']} held-out images): per layer {sops['chosen']:.4g}, "

@@ -13,10 +13,14 @@ The method, greedy by sensitivity (docs/design.md):
    operations saved (``ops_graph``, Eq. 24 over the SNN's synapses).
 4. Greedy: repeatedly take the untried move (one layer one candidate down) with the most operations
    saved per unit of single-layer divergence that the step adds; apply it, measure the whole assignment on the
-   held-out images, keep it if the loss against the uniform base stays within the budget at the chosen
-   confidence (:func:`loss_bound`), else undo it and stop lowering that layer. Or (``method="path"``)
-   order every move by the same ranking without measuring, and bisect for the longest prefix of that
-   path whose loss fits.
+   held-out images, keep it if the loss against the uniform base stays within the budget, else undo it
+   and stop lowering that layer. Or (``method="path"``) order every move by the same ranking without
+   measuring, and bisect for the longest prefix of that path whose loss fits.
+5. Verification: the kept assignments form a path of nested assignments, chosen by measurements on the
+   held-out images, so their measured losses are biased low (the search kept the lucky ones). Other
+   training images, which no choice has seen, measure the path again, and a bisection takes the longest
+   prefix whose loss fits the budget at the chosen confidence (:func:`loss_bound`). Without
+   verification images, step 4 compares the held-out bound at that confidence with the budget instead.
 
 All accuracies are exact: the QANN's integer logits, which equal the SNN's.
 """
@@ -50,6 +54,7 @@ SEARCH_DEFAULTS = {
     "seed": 0,
     "sops_images": 200,
     "method": "greedy",
+    "verify_images": 5000,
 }
 
 #: How the search walks from uniform ``base`` to lower T's (docs/design.md).
@@ -106,14 +111,45 @@ def loss_bound(base_correct: torch.Tensor, correct: torch.Tensor, confidence: fl
     return 100.0 * loss, 100.0 * (loss + z * spread)
 
 
-def split_training_set(n: int, holdout: int, calib_images: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(held-out indices, calibration indices)``: disjoint draws from ``n`` training images."""
+def split_training_set(n: int, holdout: int, calib_images: int, seed: int,
+                       verify_images: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(held-out, calibration, verification indices)``: disjoint draws from ``n`` training images.
+
+    >>> [len(part) for part in split_training_set(100, 50, 10, 0, 20)]
+    [50, 10, 20]
+    """
     if not 1 <= holdout < n:
         raise ConfigError("holdout", f"must be in 1..{n - 1} (the training set has {n} images), got {holdout}")
-    if calib_images < 1:
-        raise ConfigError("calib_images", f"must be at least 1, got {calib_images}")
+    if not 1 <= calib_images <= n - holdout:
+        raise ConfigError("calib_images", f"must be in 1..{n - holdout} (the training set has {n} images, {holdout} held out), "
+                                          f"got {calib_images}")
+    if verify_images < 0 or holdout + calib_images + verify_images > n:
+        raise ConfigError("verify_images", f"must be in 0..{max(n - holdout - calib_images, 0)} (the training set has "
+                                           f"{n} images, {holdout} held out, {calib_images} to calibrate), got {verify_images}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[:holdout], perm[holdout:holdout + calib_images]
+    rest = holdout + calib_images
+    return perm[:holdout], perm[holdout:rest], perm[rest:rest + verify_images]
+
+
+def longest_fitting_prefix(length: int, fits) -> int:
+    """The largest ``k`` in ``0..length`` with ``fits(k)`` (``k = 0`` is taken to fit), by bisection, assuming
+    ``fits`` holds up to some ``k`` and fails after it. Tries ``k = length`` first, then about log2(length)
+    others.
+
+    >>> tried = []
+    >>> longest_fitting_prefix(10, lambda k: tried.append(k) or k <= 6), tried
+    (6, [10, 5, 7, 6])
+    """
+    lo, hi = 0, length  # fits(lo) holds; no k above hi is taken to fit
+    first = True
+    while lo < hi:
+        k = hi if first else (lo + hi + 1) // 2
+        first = False
+        if fits(k):
+            lo = k
+        else:
+            hi = k - 1
+    return lo
 
 
 @torch.no_grad()
@@ -161,24 +197,35 @@ def search_time_steps(
     seed: int = SEARCH_DEFAULTS["seed"],
     sops_images: int = SEARCH_DEFAULTS["sops_images"],
     method: str = SEARCH_DEFAULTS["method"],
+    verify_images: int = SEARCH_DEFAULTS["verify_images"],
     act_scale: str = DEFAULT_ACT_SCALE,
     quantize_options: dict | None = None,
     progress: bool = True,
 ) -> dict:
-    """Per-layer T (each the base or a smaller candidate) that minimize ``ops_graph`` while the held-out
-    accuracy stays within ``budget`` points of uniform ``base``, at ``confidence`` (:func:`loss_bound`;
-    0.5 compares the measured loss itself with the budget).
+    """Per-layer T (each the base or a smaller candidate) that minimize ``ops_graph`` while the accuracy on
+    training images the search did not choose with stays within ``budget`` points of uniform ``base``, at
+    ``confidence`` (:func:`loss_bound`; 0.5 compares the measured loss itself with the budget).
+
+    With ``verify_images`` (the default), the search keeps moves whose measured held-out loss fits the
+    budget, and ``verify_images`` other training images then take the longest prefix of the kept
+    assignments whose bound fits (step 5 of the module's method). With ``verify_images=0`` the held-out
+    bound decides each move.
 
     Returns a JSON-ready dict: ``assignment`` (``{"default": base, layer: T, ...}``, what ``--time-steps``
     accepts), its held-out accuracy, loss and loss bound (:func:`loss_bound`) and ``ops_graph``, ``uniform``
-    (the same for every uniform T),
-    ``sensitivity``, ``steps`` (every assignment measured, in order; with ``method="path"`` each with its
-    ``path_index``, the number of moves from the base) and the measured synaptic operations per image of the
-    chosen and the uniform-base SNN on ``sops_images`` held-out images (spike engine).
+    (the same for every uniform T), ``sensitivity``, ``steps`` (every assignment measured, in order; with
+    ``method="path"`` each with its ``path_index``, the number of moves from the base), ``verification``
+    (the same on the verification images for the chosen assignment, the uniform ones and each bisection
+    step, ``path_index`` counting kept assignments; ``None`` without verification images) and the measured
+    synaptic operations per image of the chosen and the uniform-base SNN on ``sops_images`` held-out images
+    (spike engine).
     """
     candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images, confidence, method)
-    held, calib = split_training_set(len(train_images), holdout, calib_images, seed)
+    held, calib, check = split_training_set(len(train_images), holdout, calib_images, seed, verify_images)
     hx, hy = train_images[held], train_labels[held]
+    vx, vy = train_images[check], train_labels[check]
+    verifying = len(check) > 0
+    keep_confidence = 0.5 if verifying else confidence  # with verification, the held-out loss itself picks the path
     sx, sy = hx[:sensitivity_images], hy[:sensitivity_images]
     options = dict(quantize_options or {})
     options["act_scale"] = resolve_act_scale(act_scale, base, weight_bits)  # one scale layout for every T
@@ -206,14 +253,25 @@ def search_time_steps(
     def ops(layers: dict[str, int]) -> int:
         return graph_ops(reference.graph, base, reference.input_bits, layers)
 
-    uniform = []
+    def verify(layers: dict[str, int]) -> dict:
+        hits = correct(exact_logits(build(layers), vx), vy)
+        loss, bound = loss_bound(verify_base, hits, confidence)
+        return {"accuracy": accuracy(hits), "loss": loss, "loss_bound": bound}
+
+    uniform, verified_uniform = [], []
     for t in tqdm([base, *candidates], desc="uniform", disable=not progress, leave=False):
         layers = {name: t for name in neurons} if t != base else {}
-        out = exact_logits(build(layers), hx)
+        q = build(layers)
+        out = exact_logits(q, hx)
         hits = correct(out, hy)
         if t == base:
             base_hits, base_logits = hits, out[:len(sx)]
-        loss, bound = loss_bound(base_hits, hits, confidence)
+            if verifying:
+                verify_base = correct(exact_logits(q, vx), vy)
+                verified_uniform.append({"time_steps": t, "accuracy": accuracy(verify_base), "loss": 0.0, "loss_bound": 0.0})
+        elif verifying:
+            verified_uniform.append({"time_steps": t, **verify(layers)})
+        loss, bound = loss_bound(base_hits, hits, keep_confidence)
         uniform.append({"time_steps": t, "holdout_accuracy": accuracy(hits), "holdout_loss": loss, "loss_bound": bound,
                         "ops_graph": ops(layers)})
     base_acc, base_ops = uniform[0]["holdout_accuracy"], uniform[0]["ops_graph"]
@@ -246,16 +304,17 @@ def search_time_steps(
 
     def measure(trial: dict[str, int], name: str, c: int) -> dict:
         hits = correct(exact_logits(build(trial), hx), hy)
-        loss, bound = loss_bound(base_hits, hits, confidence)
+        loss, bound = loss_bound(base_hits, hits, keep_confidence)
         return {"layer": name, "time_steps": c, "holdout_accuracy": accuracy(hits), "holdout_loss": loss,
                 "loss_bound": bound, "ops_graph": ops(trial), "kept": bound <= budget}
 
     steps = []
-    chosen = {"holdout_accuracy": base_acc, "holdout_loss": 0.0, "loss_bound": 0.0}  # the last kept step
+    start_point = ({}, {"holdout_accuracy": base_acc, "holdout_loss": 0.0, "loss_bound": 0.0})
+    kept = [start_point]  # (assignment, its held-out step), nested, the base first
     bar = tqdm(desc=method, disable=not progress, leave=False)
-    layers: dict[str, int] = {}
     if method == "greedy":
         frozen: set[str] = set()
+        layers: dict[str, int] = {}
         while (move := best_move(layers, frozen)) is not None:
             name, c = move
             trial = {**layers, name: c}
@@ -264,7 +323,8 @@ def search_time_steps(
             bar.update(1)
             bar.set_postfix(layer=name, T=c, bound=f"{step['loss_bound']:.2f}", kept=step["kept"])
             if step["kept"]:
-                layers, chosen = trial, step
+                layers = trial
+                kept.append((trial, step))
             else:
                 frozen.add(name)
     else:  # the whole path of moves from the divergences alone, then bisection on its length
@@ -272,19 +332,39 @@ def search_time_steps(
         while (move := best_move(walked, set())) is not None:
             walked = {**walked, move[0]: move[1]}
             path.append((move, walked))
-        lo, hi = 0, len(path)  # path[:lo] fits the budget; no prefix longer than hi is taken to fit
-        while lo < hi:
-            k = hi if not steps else (lo + hi + 1) // 2  # the whole path first
+
+        def fits(k: int) -> bool:
             (name, c), trial = path[k - 1]
             step = {**measure(trial, name, c), "path_index": k}
             steps.append(step)
             bar.update(1)
             bar.set_postfix(k=k, bound=f"{step['loss_bound']:.2f}", kept=step["kept"])
-            if step["kept"]:
-                lo, layers, chosen = k, trial, step
-            else:
-                hi = k - 1
+            return step["kept"]
+
+        lo = longest_fitting_prefix(len(path), fits)
+        measured_at = {s["path_index"]: s for s in steps}  # prefixes the bisection skipped have no step
+        kept += [(path[k - 1][1], measured_at.get(k)) for k in range(1, lo + 1)]
     bar.close()
+    verification = None
+    if verifying:  # the longest prefix of the kept assignments that fits on images no choice has seen
+        trials = []
+
+        def verified(k: int) -> bool:
+            trial = kept[k][0]
+            row = {"path_index": k, **verify(trial), "ops_graph": ops(trial)}
+            row["kept"] = row["loss_bound"] <= budget
+            trials.append(row)
+            return row["kept"]
+
+        index = longest_fitting_prefix(len(kept) - 1, verified)
+        layers, chosen = kept[index]
+        if chosen is None:  # a path prefix the held-out bisection skipped: measure it there too
+            chosen = measure(layers, *path[index - 1][0])
+        row = next(r for r in trials if r["path_index"] == index) if index else verified_uniform[0]
+        verification = {"images": len(vx), "accuracy": row["accuracy"], "loss": row["loss"], "loss_bound": row["loss_bound"],
+                        "steps": trials, "uniform": verified_uniform}
+    else:
+        layers, chosen = kept[-1]
     # measured synaptic operations of the chosen and the uniform-base SNN, spike by spike
     measured = {}
     if sops_images:
@@ -302,6 +382,7 @@ def search_time_steps(
         "budget": budget,
         "confidence": confidence,
         "method": method,
+        "verification": verification,
         "uniform": uniform,
         "sensitivity": sensitivity,
         "steps": steps,
@@ -310,5 +391,6 @@ def search_time_steps(
         "holdout_images": len(hx),
         "sensitivity_images": len(sx),
         "calib_images": len(calib),
+        "verify_images": len(vx),
         "seconds": time.perf_counter() - start,
     }
