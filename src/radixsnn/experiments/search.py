@@ -309,8 +309,8 @@ def search_time_steps(
                 "loss_bound": bound, "ops_graph": ops(trial), "kept": bound <= budget}
 
     steps = []
-    start_point = ({}, {"holdout_accuracy": base_acc, "holdout_loss": 0.0, "loss_bound": 0.0})
-    kept = [start_point]  # (assignment, its held-out step), nested, the base first
+    # (assignment, its held-out step) of every kept assignment, nested, the base first
+    kept = [({}, {"holdout_accuracy": base_acc, "holdout_loss": 0.0, "loss_bound": 0.0})]
     bar = tqdm(desc=method, disable=not progress, leave=False)
     if method == "greedy":
         frozen: set[str] = set()
@@ -348,15 +348,19 @@ def search_time_steps(
     verification = None
     if verifying:  # the longest prefix of the kept assignments that fits on images no choice has seen
         trials = []
+        bar = tqdm(desc="verify", disable=not progress, leave=False)
 
         def verified(k: int) -> bool:
             trial = kept[k][0]
             row = {"path_index": k, **verify(trial), "ops_graph": ops(trial)}
             row["kept"] = row["loss_bound"] <= budget
             trials.append(row)
+            bar.update(1)
+            bar.set_postfix(k=k, bound=f"{row['loss_bound']:.2f}", kept=row["kept"])
             return row["kept"]
 
         index = longest_fitting_prefix(len(kept) - 1, verified)
+        bar.close()
         layers, chosen = kept[index]
         if chosen is None:  # a path prefix the held-out bisection skipped: measure it there too
             chosen = measure(layers, *path[index - 1][0])
