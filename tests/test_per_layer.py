@@ -156,7 +156,7 @@ def test_search_keeps_its_budget_and_lowers_layers(labelled):
     assert set(strict["sops_per_image"]) == {"chosen", "base"}
     # at 95 % a step is kept only if its bound, never below its loss, is within the budget
     sure = search_time_steps(model, x, y, budget=3.0, quantize_options={"input_shape": (3, 16, 16), **NORM}, **common)
-    assert sure["confidence"] == 0.95 and sure["steps"]
+    assert sure["confidence"] == sure["holdout_confidence"] == 0.95 and sure["steps"]
     assert all(s["loss_bound"] >= s["holdout_loss"] and s["kept"] == (s["loss_bound"] <= 3.0) for s in sure["steps"])
     assert sure["loss_bound"] <= 3.0
 
@@ -201,7 +201,7 @@ def test_verification_takes_the_longest_verified_prefix_of_the_kept_path(labelle
         kept = [r["path_index"] for r in check["steps"] if r["kept"]]
         dropped = [r["path_index"] for r in check["steps"] if not r["kept"]]
         assert max(kept, default=0) < min(dropped, default=10**9)  # bisection
-        assert check["loss_bound"] <= 2.0 and res["confidence"] == 0.9
+        assert check["loss_bound"] <= 2.0 and res["confidence"] == 0.9 and res["holdout_confidence"] == 0.5
         if method == "greedy":  # the chosen assignment is that prefix of the kept moves
             layers = {}
             for s in [s for s in res["steps"] if s["kept"]][:max(kept, default=0)]:

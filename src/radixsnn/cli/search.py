@@ -78,7 +78,7 @@ def run(args) -> int:
     write_json(out / "time_steps.json", result["assignment"], "out", indent=1)
     write_json(out / "search.json", {"config": config, **result}, "out", indent=1)
     checked = result["verification"]
-    bound = f"bound {100 * (0.5 if checked else args.confidence):g}%"
+    bound = f"bound {100 * result['holdout_confidence']:g}%"
     header = f"{'assignment':<16} {'held-out acc':>12} {'loss':>6} {bound:>11}"
     if checked:
         header += f" {'verified acc':>12} {'loss':>6} {f'bound {100 * args.confidence:g}%':>11}"

@@ -124,7 +124,7 @@ def split_training_set(n: int, holdout: int, calib_images: int, seed: int,
         raise ConfigError("calib_images", f"must be in 1..{n - holdout} (the training set has {n} images, {holdout} held out), "
                                           f"got {calib_images}")
     if verify_images < 0 or holdout + calib_images + verify_images > n:
-        raise ConfigError("verify_images", f"must be in 0..{max(n - holdout - calib_images, 0)} (the training set has "
+        raise ConfigError("verify_images", f"must be in 0..{n - holdout - calib_images} (the training set has "
                                            f"{n} images, {holdout} held out, {calib_images} to calibrate), got {verify_images}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     rest = holdout + calib_images
@@ -212,7 +212,8 @@ def search_time_steps(
     bound decides each move.
 
     Returns a JSON-ready dict: ``assignment`` (``{"default": base, layer: T, ...}``, what ``--time-steps``
-    accepts), its held-out accuracy, loss and loss bound (:func:`loss_bound`) and ``ops_graph``, ``uniform``
+    accepts), its held-out accuracy, loss and loss bound (:func:`loss_bound`, at ``holdout_confidence``) and
+    ``ops_graph``, ``uniform``
     (the same for every uniform T), ``sensitivity``, ``steps`` (every assignment measured, in order; with
     ``method="path"`` each with its ``path_index``, the number of moves from the base), ``verification``
     (the same on the verification images for the chosen assignment, the uniform ones and each bisection
@@ -253,10 +254,14 @@ def search_time_steps(
     def ops(layers: dict[str, int]) -> int:
         return graph_ops(reference.graph, base, reference.input_bits, layers)
 
-    def verify(layers: dict[str, int]) -> dict:
-        hits = correct(exact_logits(build(layers), vx), vy)
-        loss, bound = loss_bound(verify_base, hits, confidence)
-        return {"accuracy": accuracy(hits), "loss": loss, "loss_bound": bound}
+    def score(q: QANN, x: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, level: float) -> tuple[float, float, float]:
+        """``(accuracy, loss, bound)`` of ``q`` on ``x`` against the uniform base's hits there (``reference``)."""
+        hits = correct(exact_logits(q, x), y)
+        return (accuracy(hits), *loss_bound(reference, hits, level))
+
+    def verify(q: QANN) -> dict:
+        acc, loss, bound = score(q, vx, vy, verify_base, confidence)
+        return {"accuracy": acc, "loss": loss, "loss_bound": bound}
 
     uniform, verified_uniform = [], []
     for t in tqdm([base, *candidates], desc="uniform", disable=not progress, leave=False):
@@ -270,7 +275,7 @@ def search_time_steps(
                 verify_base = correct(exact_logits(q, vx), vy)
                 verified_uniform.append({"time_steps": t, "accuracy": accuracy(verify_base), "loss": 0.0, "loss_bound": 0.0})
         elif verifying:
-            verified_uniform.append({"time_steps": t, **verify(layers)})
+            verified_uniform.append({"time_steps": t, **verify(q)})
         loss, bound = loss_bound(base_hits, hits, keep_confidence)
         uniform.append({"time_steps": t, "holdout_accuracy": accuracy(hits), "holdout_loss": loss, "loss_bound": bound,
                         "ops_graph": ops(layers)})
@@ -303,9 +308,8 @@ def search_time_steps(
         return max(moves)[1:] if moves else None
 
     def measure(trial: dict[str, int], name: str, c: int) -> dict:
-        hits = correct(exact_logits(build(trial), hx), hy)
-        loss, bound = loss_bound(base_hits, hits, keep_confidence)
-        return {"layer": name, "time_steps": c, "holdout_accuracy": accuracy(hits), "holdout_loss": loss,
+        acc, loss, bound = score(build(trial), hx, hy, base_hits, keep_confidence)
+        return {"layer": name, "time_steps": c, "holdout_accuracy": acc, "holdout_loss": loss,
                 "loss_bound": bound, "ops_graph": ops(trial), "kept": bound <= budget}
 
     steps = []
@@ -352,7 +356,7 @@ def search_time_steps(
 
         def verified(k: int) -> bool:
             trial = kept[k][0]
-            row = {"path_index": k, **verify(trial), "ops_graph": ops(trial)}
+            row = {"path_index": k, **verify(build(trial)), "ops_graph": ops(trial)}
             row["kept"] = row["loss_bound"] <= budget
             trials.append(row)
             bar.update(1)
@@ -385,6 +389,7 @@ def search_time_steps(
         "base_holdout_accuracy": base_acc,
         "budget": budget,
         "confidence": confidence,
+        "holdout_confidence": keep_confidence,
         "method": method,
         "verification": verification,
         "uniform": uniform,
