@@ -76,7 +76,7 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["convert", *w, "-T", "conv1=3", "--out", o], "--time-steps a per-layer assignment needs a 'default=V'"),
         (["convert", *w, "-T", "default=4,layer9.conv=3", "--out", o], "--time-steps names a layer 'layer9.conv'"),
         (["convert", *w, "-T", "4", "--weight-bits", "default=8,output=1", "--out", o], "--weight-bits must be an integer in 2..16"),
-        (["convert", *w, "-T", str(d / "list.json"), "--out", o], "must hold a JSON object of integers with a 'default'"),
+        (["convert", *w, "-T", str(d / "list.json"), "--out", o], "must hold a JSON object with an integer 'default'"),
         (["convert", *w, "-T", "4", "--weight-grid", "min", "--out", o], "--weight-grid"),
         (["convert", *w, "-T", "4", "--gains", "fast", "--out", o], "--gains"),
         (["convert", *w, "-T", "4", "--calib", "percentile99", "--out", o], "--calib must be 'mse' or 'percentile:P'"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, add_progress_arg, add_weight_grid_args, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int, recorded_options
+from radixsnn.cli.options import add_float_model_args, add_progress_arg, add_weight_grid_args, channel_steps_text, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int, recorded_options
 from radixsnn.core.convert import quantize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
@@ -95,4 +95,6 @@ def describe(snn) -> str:
     for what, values in (("T", snn.layer_time_steps), ("weight bits", snn.layer_weight_bits)):
         if values:
             rows.append(f"{what} per layer: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if snn.channel_time_steps:
+        rows.append("T per channel: " + channel_steps_text(snn.channel_time_steps))
     return "\n".join(rows)

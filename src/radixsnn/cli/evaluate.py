@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_progress_arg, positive_int
+from radixsnn.cli.options import add_progress_arg, channel_steps_text, positive_int
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.snn import IntegerSNN
@@ -94,6 +94,7 @@ def summary(res: dict) -> str:
         ("images", res["images"]),
         ("engine", res["engine"]),
         ("time steps T", _with_layers(res["time_steps"], res["layer_time_steps"])),
+        *([("time steps per channel", channel_steps_text(res["channel_time_steps"]))] if res.get("channel_time_steps") else []),
         ("weight bits", _with_layers(res["weight_bits"], res["layer_weight_bits"])),
         ("SNN accuracy", pct(res["accuracy"])),
         ("QANN accuracy", pct(res["qann_accuracy"])),

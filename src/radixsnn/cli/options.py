@@ -81,8 +81,9 @@ def json_object(text: str) -> dict:
 
 def layer_values(text: str) -> int | dict:
     """One integer (``4``), a per-layer assignment (``default=4,layer3.2.conv2=6``) or a JSON file of one
-    (``{"default": 4, "layer3_2_conv2": 6}``, as ``radixsnn search`` writes); an argparse ``type``. The
-    layer names are checked against the model when it is quantized."""
+    (``{"default": 4, "layer3_2_conv2": 6}``, as ``radixsnn search`` writes; a layer's value may be a list,
+    one per output channel, where the option takes per-channel values); an argparse ``type``. The layer
+    names and list lengths are checked against the model when it is quantized."""
     text = text.strip()
     try:
         return int(text)
@@ -96,9 +97,13 @@ def layer_values(text: str) -> int | dict:
             value = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise argparse.ArgumentTypeError(f"{text}: not a JSON file of per-layer values ({exc})") from None
-        if not isinstance(value, dict) or "default" not in value or \
-                not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
-            raise argparse.ArgumentTypeError(f"{text}: must hold a JSON object of integers with a 'default'")
+        def integer(v):
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(value, dict) or not integer(value.get("default")) or \
+                not all(integer(v) or isinstance(v, list) and v and all(map(integer, v)) for v in value.values()):
+            raise argparse.ArgumentTypeError(f"{text}: must hold a JSON object with an integer 'default' and, per "
+                                             "layer, an integer or a list of integers (one per output channel)")
         return value
     value = {}
     for part in text.split(","):
@@ -112,6 +117,11 @@ def layer_values(text: str) -> int | dict:
     if "default" not in value:
         raise argparse.ArgumentTypeError(f"a per-layer assignment needs a 'default=V', got {text!r}")
     return value
+
+
+def channel_steps_text(channel_time_steps: dict[str, list[int]]) -> str:
+    """``layer1_0_conv1=2..6 (mean 4.25), ...``: the layers whose channels have their own T, for printing."""
+    return ", ".join(f"{k}={min(v)}..{max(v)} (mean {sum(v) / len(v):.2f})" for k, v in channel_time_steps.items())
 
 
 def shape3(text: str) -> list[int]:

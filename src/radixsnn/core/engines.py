@@ -116,6 +116,9 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
             return acc.round().to(torch.int64)
         # exact: multiplying by 2^-dT and flooring integer-valued floats loses nothing
         q = acc.mul_(2.0 ** -snn.shift(node.name, device)).floor_().clamp_(0, (1 << snn.train_length(node.name)) - 1)
+        own = snn.channel_steps(node.name, device)
+        if own is not None:  # channels with trains shorter than the layer's saturate lower
+            q = torch.minimum(q, (2.0 ** own - 1).to(q.dtype))
         return q.to(torch.float32)
 
     def maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
@@ -205,14 +208,15 @@ def _run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         if node.kind == "output":
             return radix_readout(currents.to(torch.int64), _bias(snn, node, device))
         steps = snn.train_length(node.name)
-        fused = radix_lif_fused(currents, _bias(snn, node, device), steps, snn.shift(node.name, device))
+        own = snn.channel_steps(node.name, device)
+        fused = radix_lif_fused(currents, _bias(snn, node, device), steps, snn.shift(node.name, device), own)
         if fused is not None:
             out, per_neuron = fused
             result.spike_maps[node.name] = per_neuron.double()
             result.spikes[node.name] = int(per_neuron.sum())
             return out
         out, _ = radix_lif(currents, _bias(snn, node, device), steps, snn.shift(node.name, device),
-                           state_dtype=_state_dtype(snn, node), out_dtype=torch.float32)
+                           state_dtype=_state_dtype(snn, node), out_dtype=torch.float32, steps=own)
         _count(result, node.name, out)
         return out
 

@@ -51,6 +51,7 @@ def radix_lif(
     rectify: bool = True,
     state_dtype: torch.dtype = torch.int64,
     out_dtype: torch.dtype = torch.uint8,
+    steps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the neuron for ``T' = time_steps + delta_t`` steps.
 
@@ -67,16 +68,19 @@ def radix_lif(
         rectify: apply the end-of-window rectification and saturation (the paper's neuron: ``False``).
         state_dtype: integer type of the membrane; int32 is exact while ``|b| + 2 max|I| < 2^30``.
         out_dtype: dtype of the returned 0/1 trains (float32 feeds the next layer's convolution directly).
+        steps: every neuron's own train length ``T_i <= T`` (broadcast against ``currents[0]``), or
+            ``None`` for ``T`` everywhere: neuron ``i`` runs ``T_i + dT_i`` steps, emits ``T_i`` bits
+            (its steps ``T_i .. T - 1`` stay silent) and saturates at ``2^T_i - 1``.
 
     Returns:
         ``(trains, v_end)``: 0/1 output trains ``(T, ...)`` aligned as in Eq. 13, and the potential
         ``v(T'-1)`` each neuron has at the end of its own window.
     """
-    per_neuron = isinstance(delta_t, torch.Tensor)
-    longest = int(delta_t.max()) if per_neuron else int(delta_t)
+    per_neuron = isinstance(delta_t, torch.Tensor) or steps is not None
+    longest = int(torch.as_tensor(delta_t).max())
     window = time_steps + longest
     steps_in = currents.shape[0]
-    _check_window(currents, time_steps, delta_t)
+    _check_window(currents, time_steps, delta_t, steps)
     currents = currents.to(state_dtype)
     v = torch.as_tensor(bias, device=currents.device).to(state_dtype).expand_as(currents[0]).clone()
     if not per_neuron:
@@ -88,7 +92,10 @@ def radix_lif(
                 trains[t - longest] = v & 1  # firing on the least significant bit; Eq. 13 alignment
             v >>= 1  # refractory (subtract the spike) and leak (halve), exact: (u - o) / 2 == u >> 1
     else:
-        dt = delta_t.to(device=v.device, dtype=torch.int64).expand_as(v)
+        dt = torch.as_tensor(delta_t, dtype=torch.int64, device=v.device).expand_as(v)
+        own = torch.as_tensor(time_steps if steps is None else steps, dtype=torch.int64, device=v.device).expand_as(v)
+        ends = dt + own  # each neuron's window
+        window = int(ends.max())
         bits = torch.empty((window, *v.shape), dtype=out_dtype, device=v.device)
         v_end = v.clone()
         for t in range(window):
@@ -96,14 +103,17 @@ def radix_lif(
                 v += currents[t]
             bits[t] = v & 1
             v >>= 1
-            v_end = torch.where(dt == t + 1 - time_steps, v, v_end)  # each neuron's potential when its window ends
-        # neuron i's train is its bits dT_i .. dT_i + T - 1: delayed by max dT - dT_i, all trains align
-        index = dt.unsqueeze(0) + torch.arange(time_steps, device=v.device).view(-1, *([1] * v.dim()))
-        trains = bits.gather(0, index)
+            v_end = torch.where(ends == t + 1, v, v_end)  # each neuron's potential when its window ends
+        # neuron i's train is its bits dT_i .. dT_i + T_i - 1: delayed by max dT - dT_i, all trains align
+        k = torch.arange(time_steps, device=v.device).view(-1, *([1] * v.dim()))
+        trains = bits.gather(0, (dt.unsqueeze(0) + k).clamp_max(window - 1))
+        live = k < own.unsqueeze(0)  # a neuron's steps past its own T_i are silent
+        trains.masked_fill_(~live, 0)
         v = v_end
     if rectify:
         trains.masked_fill_((v < 0).unsqueeze(0), 0)
-        trains.masked_fill_((v > 0).unsqueeze(0), 1)
+        full = (v > 0).unsqueeze(0)
+        trains.masked_fill_(full if steps is None else full & live, 1)
     return trains, v
 
 
@@ -119,24 +129,30 @@ def radix_readout(currents: torch.Tensor, bias: torch.Tensor | int) -> torch.Ten
     return acc
 
 
-def neuron_output_value(x: torch.Tensor, time_steps: int, delta_t: int | torch.Tensor) -> torch.Tensor:
-    """What a rectifying radix neuron's train carries for integer sum ``x``: ``clamp(floor(x/2^dT), 0, 2^T-1)``."""
-    scale = torch.ones((), dtype=torch.int64) << torch.as_tensor(delta_t, dtype=torch.int64)
-    return torch.clamp(torch.div(x, scale, rounding_mode="floor"), 0, (1 << time_steps) - 1)
+def neuron_output_value(x: torch.Tensor, time_steps: int | torch.Tensor, delta_t: int | torch.Tensor) -> torch.Tensor:
+    """What a rectifying radix neuron's train carries for integer sum ``x``: ``clamp(floor(x/2^dT), 0, 2^T-1)``
+    (``time_steps`` a tensor: every neuron's own ``T_i``)."""
+    one = torch.ones((), dtype=torch.int64)
+    scale = one << torch.as_tensor(delta_t, dtype=torch.int64)
+    top = (one << torch.as_tensor(time_steps, dtype=torch.int64)) - 1
+    return torch.minimum(torch.div(x, scale, rounding_mode="floor").clamp_min(0), top)
 
 
-def _check_window(currents: torch.Tensor, time_steps: int, delta_t: int | torch.Tensor) -> None:
-    """Every neuron's input must arrive within its own window of ``T + dT_i`` steps (delayed spikes
+def _check_window(currents: torch.Tensor, time_steps: int, delta_t: int | torch.Tensor,
+                  steps: torch.Tensor | None = None) -> None:
+    """Every neuron's input must arrive within its own window of ``T_i + dT_i`` steps (delayed spikes
     make a layer's currents longer than its shortest window; they must be zero past each neuron's)."""
     steps_in = currents.shape[0]
     dt = torch.as_tensor(delta_t, dtype=torch.int64, device=currents.device)
-    shortest = time_steps + int(dt.min())
-    if steps_in > time_steps + int(dt.max()):
+    own = torch.as_tensor(time_steps if steps is None else steps, dtype=torch.int64, device=currents.device)
+    ends = own + dt
+    shortest, longest = int(ends.min()), int(ends.max())
+    if steps_in > longest:
         raise ConfigError("currents", f"has {steps_in} input steps, which do not fit a window of T + dT = "
-                                      f"{time_steps + int(dt.max())} steps")
+                                      f"{longest} steps")
     if steps_in <= shortest:
         return
-    ends = (time_steps + dt).expand_as(currents[0])
+    ends = ends.expand_as(currents[0])
     late = torch.arange(shortest, steps_in, device=currents.device).view(-1, *([1] * ends.dim())) >= ends
     if bool((currents[shortest:] * late).any()):
         raise ConfigError("currents", f"has input after the end of a neuron's window of T + dT steps "
@@ -148,6 +164,7 @@ def radix_lif_fused(
     bias: torch.Tensor,
     time_steps: int,
     delta_t: int | torch.Tensor,
+    steps: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """:func:`radix_lif` (rectifying) as one compiled CPU loop per neuron, plus spikes per neuron.
 
@@ -164,10 +181,12 @@ def radix_lif_fused(
     cur = currents.reshape(steps_in, n, per_image).to(torch.float32).contiguous()
     b = torch.as_tensor(bias).to(torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
     dt = torch.as_tensor(delta_t, dtype=torch.int64).expand(currents.shape[2:]).reshape(per_image).contiguous()
-    _check_window(currents, time_steps, delta_t)
-    out = torch.empty((time_steps, n, per_image), dtype=torch.float32)
+    own = torch.as_tensor(time_steps if steps is None else steps, dtype=torch.int64)
+    own = own.expand(currents.shape[2:]).reshape(per_image).contiguous()
+    _check_window(currents, time_steps, delta_t, steps)
+    out = torch.zeros((time_steps, n, per_image), dtype=torch.float32)
     counts = torch.zeros((n, per_image), dtype=torch.int64)
-    kernel(cur.numpy(), b.numpy(), dt.numpy(), out.numpy(), counts.numpy(), time_steps, int(dt.max()))
+    kernel(cur.numpy(), b.numpy(), dt.numpy(), own.numpy(), out.numpy(), counts.numpy(), time_steps, int((dt + own).max()))
     return out.view(time_steps, *currents.shape[1:]), counts.sum(0).view(currents.shape[2:])
 
 
@@ -184,24 +203,24 @@ def _fused_kernel():
             return None
 
         @numba.njit(parallel=True, cache=True, nogil=True)
-        def kernel(cur, bias, delta_t, out, counts, time_steps, longest):  # pragma: no cover - compiled
+        def kernel(cur, bias, delta_t, own, out, counts, time_steps, window):  # pragma: no cover - compiled
             steps_in, n, per_image = cur.shape
             for i in numba.prange(n):  # images in parallel; neurons of an image in SIMD lanes
                 v = bias.copy()
-                for t in range(time_steps + longest):
+                for t in range(window):
                     if t < steps_in:
                         for j in range(per_image):
                             v[j] += np.int64(cur[t, i, j])  # integration
                     for j in range(per_image):
                         k = t - delta_t[j]  # neuron j's own window; its train delayed to align
-                        if 0 <= k < time_steps:
+                        if 0 <= k < own[j]:
                             out[k, i, j] = v[j] & 1  # fire on the least significant bit
-                        if k < time_steps:
+                        if k < own[j]:
                             v[j] >>= 1  # subtract the spike and leak by 1/2 (until its window ends)
                 for j in range(per_image):
                     if v[j] != 0:  # rectify (v < 0) or saturate (v > 0) at the end of the window
                         fill = 1.0 if v[j] > 0 else 0.0
-                        for t in range(time_steps):
+                        for t in range(own[j]):
                             out[t, i, j] = fill
                 for t in range(time_steps):
                     for j in range(per_image):

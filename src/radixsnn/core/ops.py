@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from radixsnn.core.graph import Graph, Term, synapse, train_lengths
+from radixsnn.core.graph import Graph, Term, channel_lengths, input_channel_index, synapse, train_lengths
 from radixsnn.core.quant import ActQuant
 from radixsnn.errors import ConfigError
 
@@ -271,15 +271,19 @@ def term_fan_in(term: Term, src_shape: Sequence[int] | None = None) -> int:
     return 1
 
 
-def graph_ops(graph: Graph, time_steps: int, input_bits: int = 8, layer_time_steps: dict[str, int] | None = None) -> int:
+def graph_ops(graph: Graph, time_steps: int, input_bits: int = 8, layer_time_steps: dict[str, int] | None = None,
+              channel_time_steps: dict[str, list[int]] | None = None) -> int:
     """``ops_graph``: Eq. 24 over the synapse terms of ``graph``, ``sum N M T_src``.
 
     ``T_src`` is the length of the trains the term reads: ``input_bits`` for the pixels, the source
     layer's own T (``layer_time_steps``, else ``time_steps``); a ``select`` term (shortcut) has ``N = 1``
-    and counts only the output neurons it does not zero-pad.
+    and counts only the output neurons it does not zero-pad. Where a source's channels have their own T
+    (``channel_time_steps``), each synapse counts the T of the channel it reads: ``N T_src`` becomes the
+    sum over a neuron's synapses of their source channels' T.
     """
     ActQuant(time_steps)  # a radix SNN's T range
     lengths = train_lengths(graph, time_steps, layer_time_steps or {}, input_bits)
+    per_channel = channel_lengths(graph, channel_time_steps or {})
     total = 0
     for node in graph.layers:
         m = 1
@@ -287,13 +291,34 @@ def graph_ops(graph: Graph, time_steps: int, input_bits: int = 8, layer_time_ste
             m *= d
         for t in node.terms:
             steps = lengths[t.src]
-            if t.op == "select":  # one synapse per output neuron that reads a source channel
+            if t.src in per_channel:
+                total += _channel_term_ops(t, graph[t.src].shape, m, per_channel[t.src])
+            elif t.op == "select":  # one synapse per output neuron that reads a source channel
                 chans = t.attrs.get("channels")
                 read = node.shape[0] - sum(t.attrs["pad"]) if chans is None else sum(c >= 0 for c in chans)
                 total += m * read // node.shape[0] * steps
             else:
                 total += term_fan_in(t, graph[t.src].shape) * m * steps
     return total
+
+
+def _channel_term_ops(term: Term, src_shape: Sequence[int], neurons: int, steps: list[int]) -> int:
+    """``sum N T_src`` over a term's ``neurons`` when its source channels have their own T (``steps``):
+    every output channel's synapses, each weighted by the T of the source channel it reads, times the
+    positions per output channel (taps per source channel: the kernel for a convolution, the positions
+    for a ``sumpool`` readout)."""
+    index = input_channel_index(term, list(src_shape))
+    t = torch.tensor([0, *steps], dtype=torch.int64)[index.reshape(-1) + 1]  # a zero-padded channel (-1) reads nothing
+    out_channels = term.weight_shape[0]
+    if term.op == "conv2d":
+        taps = term.weight_shape[2] * term.weight_shape[3]
+    elif term.op == "linear" and term.attrs["mode"] == "sumpool":
+        taps = src_shape[1] * src_shape[2]
+    else:
+        taps = 1
+    if term.op == "linear":
+        out_channels = 1  # one index row for every output neuron
+    return neurons // out_channels * taps * int(t.sum())
 
 
 def synaptic_ops(fanout: torch.Tensor, spikes: torch.Tensor) -> int:

@@ -15,7 +15,9 @@ float (BatchNorm-folded) weights ``W``, bias ``B`` and input scales ``s_in``:
   ``b`` bits: weights ``m`` on spikes delayed ``k`` steps, so the shortcut does not limit ``dT``;
 * integer bias ``beta = round(B 2^dT / s_out) + 2^(dT-1)`` (the offset turns the neuron's floor into
   round-to-nearest);
-* the neuron's output ``q_out = clamp(floor((sum w q_in + beta) / 2^dT), 0, 2^T - 1)``.
+* the neuron's output ``q_out = clamp(floor((sum w q_in + beta) / 2^dT), 0, 2^T - 1)``; where a layer's
+  channels have their own ``T_c`` (``channel_time_steps``), channel c saturates at ``2^T_c - 1`` and its
+  ``dT_c >= T_in - T_c``.
 
 This module computes exactly that in floating point with integer-valued tensors: ``floor`` and
 ``round`` pass gradients straight through (STE), so the same forward pass fine-tunes the float
@@ -35,8 +37,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from radixsnn.core.graph import (Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, per_layer,
-                                 synapse, train_lengths, walk)
+from radixsnn.core.graph import (Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, per_channel,
+                                 per_layer, synapse, train_lengths, walk)
 from radixsnn.core.inputs import input_affine, normalize, pixel_integers
 from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant, round_ste, rounding_offset
 from radixsnn.core.snn import IntegerSNN
@@ -108,15 +110,23 @@ class QANN(nn.Module):
         if not isinstance(input_bits, int) or not 1 <= input_bits <= 8:
             raise ConfigError("input_bits", f"must be an integer in 1..8, got {input_bits!r}")
         self.graph = graph
+        time_steps, self.channel_time_steps = per_channel(graph, time_steps, "time_steps")
         time_steps, self.layer_time_steps = per_layer(graph, time_steps, "time_steps")
         weight_bits, self.layer_weight_bits = per_layer(graph, weight_bits, "weight_bits", ("neuron", "output"))
         self.act = ActQuant(time_steps)
         self.wq = WeightQuant(weight_bits)
         self._acts = {name: ActQuant(t) for name, t in self.layer_time_steps.items()}
+        # channels with shorter trains than their layer's: their own saturation levels 2^T_c - 1
+        self._channel_qmax = {name: torch.tensor([ActQuant(t).qmax for t in steps], dtype=torch.float64)
+                              for name, steps in self.channel_time_steps.items()}
         self._wqs = {name: WeightQuant(b) for name, b in self.layer_weight_bits.items()}
         self.input_bits = int(input_bits)
         self._lengths = train_lengths(graph, time_steps, self.layer_time_steps, self.input_bits)
+        if self.channel_time_steps and act_scale == "auto":
+            act_scale = "channel"  # a channel's levels 0 .. 2^T_c - 1 span its own range
         self.act_scale = act_scale = resolve_act_scale(act_scale, time_steps, weight_bits)
+        if self.channel_time_steps and act_scale == "layer":
+            raise ConfigError("act_scale", "must be 'channel' (or 'auto') when channels have their own time steps")
         self.weights = nn.ParameterDict()
         self.biases = nn.ParameterDict()
         self.scales = nn.ParameterDict()
@@ -141,6 +151,12 @@ class QANN(nn.Module):
         """The activation quantizer of neuron layer ``name`` (its own ``T``)."""
         return self._acts.get(name, self.act)
 
+    def qmax_of(self, name: str) -> int | torch.Tensor:
+        """The largest activation of neuron layer ``name``: ``2^T - 1``, or a float64 tensor of one per output
+        channel where its channels have their own ``T``."""
+        top = self._channel_qmax.get(name)
+        return self.act_of(name).qmax if top is None else top
+
     def wq_of(self, name: str) -> WeightQuant:
         """The weight quantizer of layer ``name`` (its own bit width)."""
         return self._wqs.get(name, self.wq)
@@ -156,6 +172,7 @@ class QANN(nn.Module):
             "graph": self.graph.to_dict(),
             "time_steps": self.time_steps,
             "layer_time_steps": dict(self.layer_time_steps),
+            **({"channel_time_steps": dict(self.channel_time_steps)} if self.channel_time_steps else {}),
             "weight_bits": self.weight_bits,
             "layer_weight_bits": dict(self.layer_weight_bits),
             "input_bits": self.input_bits,
@@ -170,7 +187,7 @@ class QANN(nn.Module):
         # files made before the per-channel shift have one shift per layer; before the weight grids and
         # delayed gains, the largest weight set dT and gains were plain b-bit weights
         graph = Graph.from_dict(spec["graph"])
-        steps = {"default": spec["time_steps"], **spec.get("layer_time_steps", {})}
+        steps = {"default": spec["time_steps"], **spec.get("layer_time_steps", {}), **spec.get("channel_time_steps", {})}
         bits = {"default": spec["weight_bits"], **spec.get("layer_weight_bits", {})}
         return cls(graph, steps, bits, spec["input_bits"],
                    spec.get("act_scale", "layer"), spec.get("shift", "layer"), spec.get("weight_grid", "max"),
@@ -216,7 +233,8 @@ class QANN(nn.Module):
         s = s.abs().clamp_min(1e-8)
         clip = node.attrs.get("clip")
         if clip is not None:  # ReLU6 and the like: the neuron saturates at or below the clip
-            s = s.clamp_max(clip / self.act_of(name).qmax)
+            top = self.qmax_of(name)
+            s = s.clamp_max(clip / (top.to(s) if isinstance(top, torch.Tensor) else top))
         return s.expand(node.channels)
 
     def _train_length(self, name: str) -> int:
@@ -257,8 +275,9 @@ class QANN(nn.Module):
         s_out = self.scale_of(node.name).double()
         scaled = [r / s_out.view(output_channel_view(t)) for r, t in ratios]
         longest = max(self._train_length(t.src) for t in node.terms)
-        steps = self._train_length(node.name)
-        lowest = max(0, longest - steps)
+        # each channel's own T: its window T_c + dT_c must hold the input trains
+        own = torch.tensor(self.channel_time_steps.get(node.name, [self._train_length(node.name)] * node.channels))
+        lowest = (longest - own).clamp_min(0)
         view = (-1,) + (1,) * (len(node.shape) - 1)
         # delayed gains: the shortcut's gains leave dT to the other terms' weights
         delayed = [self.gains == "delayed" and t.op == "select" for t in node.terms]
@@ -267,13 +286,13 @@ class QANN(nn.Module):
         sizing = [r.detach() for r, d in zip(scaled, delayed) if not d]
         if self.shift == "layer":
             peak = max(float(r.abs().max()) for r in sizing)
-            dt = wq.delta_t(peak, minimum=lowest, maximum=MAX_DELTA_T)
+            dt = wq.delta_t(peak, minimum=int(lowest.max()), maximum=MAX_DELTA_T)
             if self.weight_grid == "mse":
                 dt = int(self._least_error_shift(wq, [r.reshape(1, -1) for r in sizing], torch.tensor([dt]))[0])
             shift = dt
         else:  # every output channel uses its weights' whole b-bit range
             peak = torch.stack([r.abs().reshape(r.shape[0], -1).max(1).values for r in sizing]).max(0).values
-            dt = torch.tensor([wq.delta_t(float(p), minimum=lowest, maximum=MAX_DELTA_T) for p in peak],
+            dt = torch.tensor([wq.delta_t(float(p), minimum=int(m), maximum=MAX_DELTA_T) for p, m in zip(peak, lowest)],
                               dtype=torch.int64, device=peak.device)
             if self.weight_grid == "mse":
                 dt = self._least_error_shift(wq, [r.reshape(r.shape[0], -1) for r in sizing], dt)
@@ -282,7 +301,8 @@ class QANN(nn.Module):
         for r, t, d in zip(scaled, node.terms, delayed):
             per_channel = shift if isinstance(shift, int) else shift.view(output_channel_view(t))
             if d:  # a delay k <= dT + T - T_in keeps the delayed train inside the window
-                weights.append(wq.quantize_gain(r * 2.0**per_channel, per_channel + steps - self._train_length(t.src)))
+                room = per_channel + own.to(r.device).view(output_channel_view(t)) - self._train_length(t.src)
+                weights.append(wq.quantize_gain(r * 2.0**per_channel, room))
             else:
                 weights.append(wq.quantize(r * 2.0**per_channel, 0))
         dt_sum = shift if isinstance(shift, int) else shift.view(view)
@@ -341,7 +361,11 @@ class QANN(nn.Module):
                 acc = acc + synapse(t, values[t.src].to(dtype), w.to(dtype))
             if node.kind == "output":
                 return acc.double() if exact else acc * scale.to(dtype)
-            return self.act_of(node.name).from_sum(acc, dt)
+            out = self.act_of(node.name).from_sum(acc, dt)
+            top = self._channel_qmax.get(node.name)
+            if top is not None:  # channels with shorter trains saturate lower
+                out = torch.minimum(out, top.to(out).view(-1, *([1] * (len(node.shape) - 1))))
+            return out
 
         return walk(self.graph, self.quantize_input(x, torch.float64 if exact else torch.float32), layer, _maxpool)
 
@@ -380,6 +404,18 @@ class QANN(nn.Module):
         :class:`~radixsnn.core.quant.Calibration`.
         """
         rule = Calibration.parse(method)
+        for name, a in self.activation_samples(images, batch_size, samples_per_layer, progress).items():
+            top = self.qmax_of(name)
+            tops = [int(v) for v in top] if isinstance(top, torch.Tensor) else [top] * len(a)
+            clip = torch.stack([rule.clip(row, q) for row, q in zip(a, tops)])
+            self.scales[name].copy_((clip / torch.tensor(tops, dtype=clip.dtype)).to(self.scales[name]))
+
+    @torch.no_grad()
+    def activation_samples(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 256,
+                           samples_per_layer: int = 1 << 18, progress: bool = True) -> dict[str, torch.Tensor]:
+        """What :meth:`calibrate` reads: every neuron layer's float activations on ``images`` (ReLU'd, at
+        most the layer's clip), a fixed random sample of about ``samples_per_layer`` of them, as a float32
+        ``(C, n)`` tensor of rows per channel (``act_scale="channel"``) or one ``(1, n)`` row per layer."""
         if isinstance(images, torch.Tensor):
             if images.dim() != 4 or len(images) == 0:
                 raise ConfigError("images", f"must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
@@ -407,14 +443,12 @@ class QANN(nn.Module):
                     if flat.numel() > keep:
                         flat = flat[torch.randperm(flat.numel(), generator=gen)[:keep]]
                     pools.setdefault(name, []).append(flat.view(1, -1))
+        samples = {}
         for name, chunks in pools.items():
             a = torch.cat(chunks, dim=1)
             cap = self.graph[name].attrs.get("clip")
-            if cap is not None:
-                a = a.clamp(max=cap)
-            qmax = self.act_of(name).qmax
-            clip = torch.stack([rule.clip(row, qmax) for row in a])
-            self.scales[name].copy_((clip / qmax).to(self.scales[name]))
+            samples[name] = a if cap is None else a.clamp(max=cap)
+        return samples
 
     # ---- conversion -----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -441,6 +475,7 @@ class QANN(nn.Module):
             weight_bits=self.weight_bits,
             layer_time_steps=dict(self.layer_time_steps),
             layer_weight_bits=dict(self.layer_weight_bits),
+            channel_time_steps={k: list(v) for k, v in self.channel_time_steps.items()},
             input_bits=self.input_bits,
             weights=weights,
             biases=biases,

@@ -155,7 +155,7 @@ class ActQuant:
 
 def check_each(value, spec) -> None:
     """Build ``spec`` (:class:`ActQuant`, :class:`WeightQuant`) from one value, or from every value of a
-    per-layer assignment ``{"default": v, layer: v, ...}``, so that a bad one fails before any work.
+    per-layer assignment ``{"default": v, layer: v or [v, ...], ...}``, so that a bad one fails before any work.
 
     >>> check_each({"default": 4, "conv1": 17}, ActQuant)
     Traceback (most recent call last):
@@ -163,7 +163,8 @@ def check_each(value, spec) -> None:
     radixsnn.errors.ConfigError: time_steps must be an integer in 1..16, got 17
     """
     for v in (value.values() if isinstance(value, dict) else [value]):
-        spec(v)
+        for one in (v if isinstance(v, list) else [v]):  # a list: one value per output channel
+            spec(one)
 
 
 def rounding_offset(delta_t: int | torch.Tensor):
@@ -210,7 +211,7 @@ class Calibration:
         if self.method == "percentile":
             return positive_percentile(values, self.percentile).clamp_min(1e-8)
         clips = top * torch.linspace(0.02, 1.0, 50, dtype=values.dtype)
-        errors = torch.cat([_quant_mse(values, chunk, qmax) for chunk in clips.split(10)])
+        errors = torch.cat([quant_mse(values, chunk, qmax) for chunk in clips.split(10)])
         return clips[int(errors.argmin())]
 
 
@@ -228,7 +229,7 @@ def positive_percentile(values: torch.Tensor, percentile: float) -> torch.Tensor
     return v.kthvalue(k).values
 
 
-def _quant_mse(values: torch.Tensor, clips: torch.Tensor, qmax: int) -> torch.Tensor:
+def quant_mse(values: torch.Tensor, clips: torch.Tensor, qmax: int) -> torch.Tensor:
     """Mean squared T-bit quantization error of ``values`` for each candidate clip (vectorized)."""
     s = (clips / qmax).view(-1, 1)
     q = torch.clamp(torch.floor(values.view(1, -1) / s + 0.5), 0, qmax) * s

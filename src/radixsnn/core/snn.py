@@ -4,7 +4,8 @@ One ``.snn`` file is a safetensors file: tensors ``w/<term>`` (integer weights; 
 ``m 2^k`` as their b-bit weights ``m``, with ``d/<term>`` their delays ``k``), ``b/<node>``
 (integer biases), ``s/<node>`` (activation / logit scales, for reference) and ``qann/<name>`` (the float
 QANN the SNN was converted from, so results can be checked against it), plus a JSON header in the
-safetensors metadata with the graph, ``T``, bit widths, ``dT`` per layer, the config that made it and a
+safetensors metadata with the graph, ``T`` (per layer, and per channel where a layer's channels
+differ), bit widths, ``dT`` per layer, the config that made it and a
 SHA-256 ``digest`` over the header and every tensor. Nothing in it is executable: no pickle.
 
 Loading trusts nothing: the digest must match (a flipped byte is an error, not a wrong result), and
@@ -35,9 +36,10 @@ FORMAT = "radixsnn-snn"
 #: weight bits; version-1 files (no digest) still load, with every other check.
 FORMAT_VERSION = 3
 HEADER_FIELDS = {"format", "version", "radixsnn", "time_steps", "weight_bits", "input_bits", "delta_t", "graph",
-                 "qann_spec", "metadata", "digest", "layer_time_steps", "layer_weight_bits"}
-#: Per-layer time steps and weight bits (version 3): files without them have one T and one bit width.
-OPTIONAL_FIELDS = {"layer_time_steps", "layer_weight_bits"}
+                 "qann_spec", "metadata", "digest", "layer_time_steps", "layer_weight_bits", "channel_time_steps"}
+#: Per-layer time steps and weight bits (version 3): files without them have one T and one bit width;
+#: per-channel time steps, in files whose layers give their channels their own T.
+OPTIONAL_FIELDS = {"layer_time_steps", "layer_weight_bits", "channel_time_steps"}
 #: Every layer's largest possible integer sum must be exact in float64 (the QANN and the CUDA engines).
 EXACT_FLOAT64 = 1 << 53
 #: Largest ``.snn`` file read (a VGG-16 file is about 80 MB).
@@ -70,6 +72,7 @@ class IntegerSNN:
     metadata: dict = field(default_factory=dict)
     layer_time_steps: dict[str, int] = field(default_factory=dict)  # neuron layers whose T is not time_steps
     layer_weight_bits: dict[str, int] = field(default_factory=dict)  # layers whose bit width is not weight_bits
+    channel_time_steps: dict[str, list[int]] = field(default_factory=dict)  # neuron layers whose channels' T differ
 
     def __post_init__(self):
         self.check()
@@ -96,6 +99,15 @@ class IntegerSNN:
                 if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                     bad(f"{what} of {name} must be an integer in {lo}..{hi}, got {v!r}")
         lengths = train_lengths(self.graph, self.time_steps, self.layer_time_steps, self.input_bits)
+        if not isinstance(self.channel_time_steps, dict) or not set(self.channel_time_steps) <= neurons:
+            bad("channel_time_steps must map neuron layers of the graph to lists")
+        for name, values in self.channel_time_steps.items():
+            count = self.graph[name].channels
+            if not isinstance(values, list) or len(values) != count or \
+                    not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= lengths[name] for v in values) \
+                    or max(values) != lengths[name]:
+                bad(f"channel_time_steps of {name} must be {count} integers in 1..{lengths[name]}, the largest "
+                    f"{lengths[name]} (the layer's T)")
         params = {t.param for n in self.graph.layers for t in n.terms}
         for what, have, want in (("weights", set(self.weights), params), ("biases", set(self.biases), layers),
                                  ("delta_t", set(self.delta_t), layers), ("scales", set(self.scales), layers)):
@@ -128,11 +140,12 @@ class IntegerSNN:
             dt = self.delta_t[node.name]
             longest = max(lengths[t.src] for t in node.terms)
             steps = lengths.get(node.name, self.time_steps)
+            own = self.channel_time_steps.get(node.name, [steps] * node.channels)
             shifts = dt if isinstance(dt, list) and node.kind == "neuron" and len(dt) == node.channels else [dt]
-            for d in shifts:
+            for i, d in enumerate(shifts if len(shifts) == node.channels else shifts * node.channels):
                 if not isinstance(d, int) or isinstance(d, bool) or not 0 <= d <= MAX_DELTA_T:
                     bad(f"dT of {node.name} must be an integer in 0..{MAX_DELTA_T} or {node.channels} of them, got {d!r}")
-                if node.kind == "output" and d != 0 or node.kind == "neuron" and d < longest - steps:
+                if node.kind == "output" and d != 0 or node.kind == "neuron" and d < longest - own[i]:
                     bad(f"dT of {node.name} ({d}) does not fit its {longest}-step inputs")
             for t in node.terms:
                 if t.op == "select":
@@ -141,7 +154,7 @@ class IntegerSNN:
                     except ValueError:
                         bad(f"gains {t.param} are not {bits}-bit weights on delayed spikes (m 2^k)")
                     room = torch.tensor(shifts if len(shifts) == node.channels else shifts * node.channels) \
-                        + steps - lengths[t.src]
+                        + torch.tensor(own) - lengths[t.src]
                     if bool((k > room).any()):
                         bad(f"gains {t.param}: a delay k exceeds dT + T - T_in, its spikes would arrive after the window")
 
@@ -163,6 +176,14 @@ class IntegerSNN:
             return dt
         node = self.graph[name]
         return torch.tensor(dt, dtype=torch.int64, device=device).view(-1, *([1] * (len(node.shape) - 1)))
+
+    def channel_steps(self, name: str, device="cpu") -> torch.Tensor | None:
+        """The train length of every output channel of neuron layer ``name`` (an int64 tensor shaped to
+        broadcast against the layer's sums), or ``None`` when they all have the layer's ``T``."""
+        steps = self.channel_time_steps.get(name)
+        if steps is None:
+            return None
+        return torch.tensor(steps, dtype=torch.int64, device=device).view(-1, *([1] * (len(self.graph[name].shape) - 1)))
 
     def train_length(self, name: str) -> int:
         """Steps of the trains a spiking node emits: ``input_bits`` for the pixels, a neuron layer's own
@@ -188,6 +209,7 @@ class IntegerSNN:
             self.graph.to_dict() == other.graph.to_dict()
             and (self.time_steps, self.weight_bits, self.input_bits) == (other.time_steps, other.weight_bits, other.input_bits)
             and (self.layer_time_steps, self.layer_weight_bits) == (other.layer_time_steps, other.layer_weight_bits)
+            and self.channel_time_steps == other.channel_time_steps
             and self.delta_t == other.delta_t
             and self.weights.keys() == other.weights.keys()
             and all(torch.equal(self.weights[k].cpu(), other.weights[k].cpu()) for k in self.weights)
@@ -208,6 +230,7 @@ class IntegerSNN:
             "input_bits": self.input_bits,
             "layer_time_steps": self.layer_time_steps,
             "layer_weight_bits": self.layer_weight_bits,
+            **({"channel_time_steps": self.channel_time_steps} if self.channel_time_steps else {}),
             "delta_t": self.delta_t,
             "graph": self.graph.to_dict(),
             "qann_spec": self.qann_spec,
@@ -341,14 +364,16 @@ def _from_file(cls, header: dict, tensors: dict[str, torch.Tensor]) -> "IntegerS
         metadata=header["metadata"],
         layer_time_steps=header.get("layer_time_steps", {}),
         layer_weight_bits=layer_bits,
+        channel_time_steps=header.get("channel_time_steps", {}),
     )
     if (spec is None) != (state is None):
         raise SNNFileError("the QANN's description and its tensors must come together")
     if spec is not None:
         keys = {"graph", "time_steps", "weight_bits", "input_bits", "act_scale"}
-        per_layer = [spec.get(k, {}) for k in ("layer_time_steps", "layer_weight_bits")]
-        if not keys <= set(spec) <= keys | {"shift", "weight_grid", "gains", "layer_time_steps", "layer_weight_bits"} \
-                or spec["graph"] != header["graph"] or per_layer != [snn.layer_time_steps, snn.layer_weight_bits] \
+        per_layer = [spec.get(k, {}) for k in ("layer_time_steps", "layer_weight_bits", "channel_time_steps")]
+        optional = {"shift", "weight_grid", "gains", "layer_time_steps", "layer_weight_bits", "channel_time_steps"}
+        if not keys <= set(spec) <= keys | optional or spec["graph"] != header["graph"] \
+                or per_layer != [snn.layer_time_steps, snn.layer_weight_bits, snn.channel_time_steps] \
                 or [spec[k] for k in ("time_steps", "weight_bits", "input_bits")] != [header[k] for k in ("time_steps", "weight_bits", "input_bits")] \
                 or spec["act_scale"] not in ("layer", "channel") or spec.get("shift", "layer") not in ("layer", "channel") \
                 or spec.get("weight_grid", "max") not in ("max", "mse") or spec.get("gains", "plain") not in ("plain", "delayed"):

@@ -233,7 +233,7 @@ def rows_from_results(paths, model: str | None = None, dataset: str | None = Non
                             "(must be all): not a radix SNN result")
         if data.get("layer_weight_bits"):
             raise DataError(f"{path}: per-layer weight bits have no single weight width for the efficiency axis")
-        per_layer = bool(data.get("layer_time_steps"))
+        per_layer = bool(data.get("layer_time_steps") or data.get("channel_time_steps"))  # a per-channel T is one too
         epochs = data.get("run_epochs")
         rows.append({
             "weight_bits": data["weight_bits"],
