@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, add_progress_arg, int_list, load_float_model, nonnegative_int, positive_int, recorded_options
+from radixsnn.cli.options import (add_float_model_args, add_progress_arg, channel_steps_text, int_list, load_float_model, nonnegative_int,
+                                  positive_int, recorded_options)
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE
 from radixsnn.data import load_cifar
-from radixsnn.experiments.search import METHODS, SEARCH_DEFAULTS, check_search_options, search_time_steps
+from radixsnn.experiments.search import CHANNEL_LEVEL_STEP, GRANULARITIES, METHODS, SEARCH_DEFAULTS, check_search_options, search_time_steps
 from radixsnn.outputs import check_folder, write_json
 
 D = SEARCH_DEFAULTS
@@ -40,6 +41,11 @@ def register(subparsers) -> None:
                    help="greedy = measure every move on the held-out images, keep it if it fits, else stop lowering that "
                         "layer; path = order all moves by the divergences alone, then bisect for the longest prefix "
                         f"that fits (about log2 of the moves in measurements) (default {D['method']})")
+    p.add_argument("--granularity", choices=GRANULARITIES, default=D["granularity"],
+                   help="layer = one T per layer; channel = an average T per layer, lowered in steps of "
+                        f"{CHANNEL_LEVEL_STEP:g} down to the smallest candidate, that the layer's channels share: channels "
+                        "whose quantization noise the next layers weigh least get the shorter trains (per-channel "
+                        f"time steps in the SNN) (default {D['granularity']})")
     p.add_argument("--holdout", type=positive_int, default=D["holdout"],
                    help=f"training images held out to measure accuracy on (default {D['holdout']})")
     p.add_argument("--verify-images", type=nonnegative_int, default=D["verify_images"],
@@ -63,14 +69,16 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     out = check_folder(args.out, "out")
-    check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images, args.confidence, args.method)
+    check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images, args.confidence, args.method,
+                         args.granularity)
     model = load_float_model(args)
     images, labels = load_cifar(args.dataset, args.data_dir, train=True)
     result = search_time_steps(
         model, images, labels, base=args.base, candidates=args.candidates, budget=args.budget,
         confidence=args.confidence, method=args.method, holdout=args.holdout,
         sensitivity_images=args.sensitivity_images, calib_images=args.calib_images, weight_bits=args.weight_bits,
-        seed=args.seed, sops_images=args.sops_images, verify_images=args.verify_images, act_scale=args.act_scale,
+        seed=args.seed, sops_images=args.sops_images, verify_images=args.verify_images, granularity=args.granularity,
+        act_scale=args.act_scale,
         progress=not args.no_progress,
     )
     config = recorded_options(args, "data_dir", "out")
@@ -87,16 +95,20 @@ def run(args) -> int:
     rows = [*result["uniform"], {**result, "time_steps": None}]
     verified = [*checked["uniform"], checked] if checked else [None] * len(rows)
     for row, v in zip(rows, verified):
-        name = "per layer" if row["time_steps"] is None else f"uniform T={row['time_steps']}"
+        name = f"per {result['granularity']}" if row["time_steps"] is None else f"uniform T={row['time_steps']}"
         line = f"{name:<16} {row['holdout_accuracy']:>11.2f}% {row['holdout_loss']:>6.2f} {row['loss_bound']:>11.2f}"
         if v is not None:
             line += f" {v['accuracy']:>11.2f}% {v['loss']:>6.2f} {v['loss_bound']:>11.2f}"
         print(f"{line} {row['ops_graph']:>11.4g} {row['ops_graph'] / base_ops:>8.3f}")
     sops = result["sops_per_image"]
     if sops:
-        print(f"measured sops per image ({result['sops_images']} held-out images): per layer {sops['chosen']:.4g}, "
+        print(f"measured sops per image ({result['sops_images']} held-out images): per {result['granularity']} {sops['chosen']:.4g}, "
               f"uniform T={args.base} {sops['base']:.4g} ({sops['chosen'] / sops['base']:.3f})")
     chosen = {k: v for k, v in result["assignment"].items() if k != "default"}
-    print(f"T per layer (default {args.base}): " + (", ".join(f"{k}={v}" for k, v in chosen.items()) or "none lowered"))
+    whole = {k: v for k, v in chosen.items() if not isinstance(v, list)}
+    print(f"T per layer (default {args.base}): " + (", ".join(f"{k}={v}" for k, v in whole.items()) or "none lowered"))
+    split = {k: v for k, v in chosen.items() if isinstance(v, list)}
+    if split:
+        print(f"T per channel: {channel_steps_text(split)}")
     print(f"wrote {out / 'time_steps.json'} (pass it as --time-steps) and {out / 'search.json'}")
     return 0

@@ -40,6 +40,7 @@ from radixsnn.core.ops import graph_ops
 from radixsnn.core.qann import DEFAULT_ACT_SCALE, QANN, resolve_act_scale
 from radixsnn.core.quant import ActQuant, WeightQuant
 from radixsnn.errors import ConfigError
+from radixsnn.experiments.channels import allocate, channel_errors, readout_energy
 
 #: The defaults of ``radixsnn search``, declared once.
 SEARCH_DEFAULTS = {
@@ -55,14 +56,20 @@ SEARCH_DEFAULTS = {
     "sops_images": 200,
     "method": "greedy",
     "verify_images": 5000,
+    "granularity": "layer",
 }
 
 #: How the search walks from uniform ``base`` to lower T's (docs/design.md).
 METHODS = ("greedy", "path")
+#: What the search assigns: one T per layer, or an average T per layer that its channels share
+#: (:mod:`radixsnn.experiments.channels`), lowered in steps of :data:`CHANNEL_LEVEL_STEP`.
+GRANULARITIES = ("layer", "channel")
+CHANNEL_LEVEL_STEP = 0.5
 
 
 def check_search_options(base: int, candidates, budget: float, weight_bits: int, sensitivity_images: int = 1,
-                         confidence: float = SEARCH_DEFAULTS["confidence"], method: str = SEARCH_DEFAULTS["method"]) -> list[int]:
+                         confidence: float = SEARCH_DEFAULTS["confidence"], method: str = SEARCH_DEFAULTS["method"],
+                         granularity: str = SEARCH_DEFAULTS["granularity"]) -> list[int]:
     """Check the options of :func:`search_time_steps` before any work; returns the candidates below
     ``base``, sorted.
 
@@ -86,7 +93,20 @@ def check_search_options(base: int, candidates, budget: float, weight_bits: int,
         raise ConfigError("confidence", f"must be in [0.5, 1) (0.5: the measured loss itself), got {confidence}")
     if method not in METHODS:
         raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
+    if granularity not in GRANULARITIES:
+        raise ConfigError("granularity", f"must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
     return below
+
+
+def channel_levels(base: int, candidates: list[int]) -> list[float]:
+    """The average T's a layer may take with ``granularity="channel"``: every :data:`CHANNEL_LEVEL_STEP`
+    from the lowest candidate up to below ``base``.
+
+    >>> channel_levels(6, [4, 5])
+    [4.0, 4.5, 5.0, 5.5]
+    """
+    count = round((base - min(candidates)) / CHANNEL_LEVEL_STEP)
+    return [min(candidates) + k * CHANNEL_LEVEL_STEP for k in range(count)]
 
 
 def loss_bound(base_correct: torch.Tensor, correct: torch.Tensor, confidence: float) -> tuple[float, float]:
@@ -198,6 +218,7 @@ def search_time_steps(
     sops_images: int = SEARCH_DEFAULTS["sops_images"],
     method: str = SEARCH_DEFAULTS["method"],
     verify_images: int = SEARCH_DEFAULTS["verify_images"],
+    granularity: str = SEARCH_DEFAULTS["granularity"],
     act_scale: str = DEFAULT_ACT_SCALE,
     quantize_options: dict | None = None,
     progress: bool = True,
@@ -221,7 +242,9 @@ def search_time_steps(
     synaptic operations per image of the chosen and the uniform-base SNN on ``sops_images`` held-out images
     (spike engine).
     """
-    candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images, confidence, method)
+    candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images, confidence, method,
+                                      granularity)
+    by_channel = granularity == "channel"
     held, calib, check = split_training_set(len(train_images), holdout, calib_images, seed, verify_images)
     hx, hy = train_images[held], train_labels[held]
     vx, vy = train_images[check], train_labels[check]
@@ -229,30 +252,64 @@ def search_time_steps(
     keep_confidence = 0.5 if verifying else confidence  # with verification, the held-out loss itself picks the path
     sx, sy = hx[:sensitivity_images], hy[:sensitivity_images]
     options = dict(quantize_options or {})
-    options["act_scale"] = resolve_act_scale(act_scale, base, weight_bits)  # one scale layout for every T
+    # one scale layout for every T (per channel where channels get their own T)
+    options["act_scale"] = "channel" if by_channel else resolve_act_scale(act_scale, base, weight_bits)
     start = time.perf_counter()
 
     scales: dict[int, dict[str, torch.Tensor]] = {}
-    reference = None
-    for t in tqdm([base, *candidates], desc="calibrate", disable=not progress, leave=False):
-        q = quantize(model, t, weight_bits=weight_bits, **options)
-        q.calibrate(train_images[calib], progress=False)
-        scales[t] = {k: v.detach().clone() for k, v in q.scales.items()}
-        if reference is None:
-            reference = q
+    if by_channel:  # every channel's calibrated scale at every T from 1 to base, from one pass
+        reference = quantize(model, base, weight_bits=weight_bits, **options)
+        clips, errors = channel_errors(reference.activation_samples(train_images[calib], progress=False), base)
+        energy = readout_energy(reference)
+        for t in range(1, base + 1):
+            scales[t] = {k: (c[:, t].float() / ActQuant(t).qmax) for k, c in clips.items()}
+        reference.load_state_dict({**reference.state_dict(), **{f"scales.{k}": v for k, v in scales[base].items()}})
+        levels = channel_levels(base, candidates)
+    else:
+        reference = None
+        for t in tqdm([base, *candidates], desc="calibrate", disable=not progress, leave=False):
+            q = quantize(model, t, weight_bits=weight_bits, **options)
+            q.calibrate(train_images[calib], progress=False)
+            scales[t] = {k: v.detach().clone() for k, v in q.scales.items()}
+            if reference is None:
+                reference = q
+        levels = candidates
     neurons = [n.name for n in reference.graph.nodes if n.kind == "neuron"]
+    allocations: dict[tuple[str, float], list[int]] = {}
 
-    def build(layers: dict[str, int]) -> QANN:
-        q = QANN(reference.graph, {"default": base, **layers}, weight_bits, reference.input_bits,
+    def expand(layers: dict) -> dict:
+        """The time-steps assignment of ``layers``: a T per layer, or each layer's average T spread over
+        its channels (:func:`~radixsnn.experiments.channels.allocate`)."""
+        if not by_channel:
+            return dict(layers)
+        for name, level in layers.items():
+            if (name, level) not in allocations:
+                allocations[(name, level)] = allocate(errors[name], energy[name], level, base)
+        return {name: allocations[(name, level)] for name, level in layers.items()}
+
+    def build_steps(steps: dict) -> QANN:
+        q = QANN(reference.graph, {"default": base, **steps}, weight_bits, reference.input_bits,
                  options["act_scale"], reference.shift, reference.weight_grid, reference.gains)
         state = reference.state_dict()
         for name in neurons:
-            state[f"scales.{name}"] = scales[layers.get(name, base)][name]
+            t = steps.get(name, base)
+            if isinstance(t, list):  # each channel's scale from the calibration at its own T
+                state[f"scales.{name}"] = torch.stack([scales[v][name][c] for c, v in enumerate(t)])
+            else:
+                state[f"scales.{name}"] = scales[t][name]
         q.load_state_dict(state)
         return q.eval()
 
-    def ops(layers: dict[str, int]) -> int:
-        return graph_ops(reference.graph, base, reference.input_bits, layers)
+    def build(layers: dict) -> QANN:
+        return build_steps(expand(layers))
+
+    def ops_steps(steps: dict) -> int:
+        lists = {k: v for k, v in steps.items() if isinstance(v, list)}
+        layer_steps = {k: max(v) if isinstance(v, list) else v for k, v in steps.items()}
+        return graph_ops(reference.graph, base, reference.input_bits, layer_steps, lists)
+
+    def ops(layers: dict) -> int:
+        return ops_steps(expand(layers))
 
     def score(q: QANN, x: torch.Tensor, y: torch.Tensor, reference: torch.Tensor, level: float) -> tuple[float, float, float]:
         """``(accuracy, loss, bound)`` of ``q`` on ``x`` against the uniform base's hits there (``reference``)."""
@@ -266,7 +323,7 @@ def search_time_steps(
     uniform, verified_uniform = [], []
     for t in tqdm([base, *candidates], desc="uniform", disable=not progress, leave=False):
         layers = {name: t for name in neurons} if t != base else {}
-        q = build(layers)
+        q = build_steps(layers)
         out = exact_logits(q, hx)
         hits = correct(out, hy)
         if t == base:
@@ -278,12 +335,12 @@ def search_time_steps(
             verified_uniform.append({"time_steps": t, **verify(q)})
         loss, bound = loss_bound(base_hits, hits, keep_confidence)
         uniform.append({"time_steps": t, "holdout_accuracy": accuracy(hits), "holdout_loss": loss, "loss_bound": bound,
-                        "ops_graph": ops(layers)})
+                        "ops_graph": ops_steps(layers)})
     base_acc, base_ops = uniform[0]["holdout_accuracy"], uniform[0]["ops_graph"]
     base_sens = accuracy(base_hits[:len(sx)])
 
     sensitivity = []
-    plan = [(name, c) for name in neurons for c in candidates]
+    plan = [(name, c) for name in neurons for c in levels]
     for name, c in tqdm(plan, desc="sensitivity", disable=not progress, leave=False):
         out = exact_logits(build({name: c}), sx)
         sensitivity.append({"layer": name, "time_steps": c, "divergence": divergence(base_logits, out),
@@ -298,7 +355,7 @@ def search_time_steps(
             if name in frozen:
                 continue
             now = layers.get(name, base)
-            lower = [c for c in candidates if c < now]
+            lower = [c for c in levels if c < now]
             if not lower:
                 continue
             c = max(lower)  # one candidate down
@@ -380,7 +437,9 @@ def search_time_steps(
             res = evaluate(build(assignment).to_snn(), hx[:sops_images], hy[:sops_images], "spikes", progress=False)
             measured[key] = res["sops_per_image"]
     return {
-        "assignment": {"default": base, **dict(sorted(layers.items()))},
+        "assignment": {"default": base, **dict(sorted(expand(layers).items()))},
+        "granularity": granularity,
+        "levels": dict(sorted(layers.items())) if by_channel else None,
         "holdout_accuracy": chosen["holdout_accuracy"],
         "holdout_loss": chosen["holdout_loss"],
         "loss_bound": chosen["loss_bound"],
