@@ -66,7 +66,7 @@ def test_channel_errors_and_readout_energy():
 
 def test_channel_search_keeps_its_budget_and_shares_each_layers_steps(labelled):  # noqa: F811
     model, x, y = labelled
-    common = dict(base=5, candidates=[2, 3], holdout=100, sensitivity_images=60, calib_images=40, sops_images=4,
+    common = dict(method="greedy", base=5, candidates=[2, 3], holdout=100, sensitivity_images=60, calib_images=40, sops_images=4,
                   verify_images=0, granularity="channel", progress=False, quantize_options={"input_shape": (3, 16, 16), **NORM})
     loose = search_time_steps(model, x, y, budget=100.0, **common)
     assert loose["granularity"] == "channel" and channel_levels(5, [2, 3]) == [2.0, 2.5, 3.0, 3.5, 4.0, 4.5]
@@ -89,3 +89,20 @@ def test_channel_search_keeps_its_budget_and_shares_each_layers_steps(labelled):
     q.calibrate(x[:32], progress=False)
     snn = q.to_snn()
     assert torch.equal(run_spikes(snn, x[:8]).logits, q.integer_logits(x[:8]))
+
+
+def test_level_search_lowers_every_layer_together_and_bisects(labelled):  # noqa: F811
+    model, x, y = labelled
+    common = dict(base=5, candidates=[2, 3], holdout=100, sensitivity_images=60, calib_images=40, sops_images=0,
+                  verify_images=0, granularity="channel", method="level", progress=False,
+                  quantize_options={"input_shape": (3, 16, 16), **NORM})
+    levels = channel_levels(5, [2, 3], 0.125)
+    loose = search_time_steps(model, x, y, budget=100.0, **common)
+    assert loose["sensitivity"] == [] and len(loose["steps"]) == 1  # the whole path fits: one measurement
+    assert set(loose["levels"].values()) == {2.0}
+    for budget in (0.0, 3.0):
+        res = search_time_steps(model, x, y, budget=budget, confidence=0.5, **common)
+        assert len(res["steps"]) <= 1 + (len(levels) - 1).bit_length()
+        assert len(set(res["levels"].values())) <= 1  # one level for every layer, or none lowered
+        assert all(s["layer"] == "all" and s["kept"] == (s["holdout_loss"] <= budget) for s in res["steps"])
+        assert res["holdout_loss"] <= budget

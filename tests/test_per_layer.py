@@ -123,7 +123,7 @@ def test_search_options_are_checked():
     for args, words in (((6, [6, 7], 0.5, 8), "below the base"), ((6, [4], -1, 8), "budget"), ((17, [4], 0.5, 8), "base"),
                         ((6, [4], float("nan"), 8), "budget"), ((6, [0], 0.5, 8), "candidates"), ((6, [4], 0.5, 1), "weight_bits"),
                         ((6, [4], 0.5, 8, 1, 0.3), "confidence"), ((6, [4], 0.5, 8, 1, 1.0), "confidence"),
-                        ((6, [4], 0.5, 8, 1, 0.95, "random"), "method")):
+                        ((6, [4], 0.5, 8, 1, 0.95, "random"), "method"), ((6, [4], 0.5, 8, 1, 0.95, "greedy", "neuron"), "granularity")):
         with pytest.raises(ConfigError, match=words):
             check_search_options(*args)
 
@@ -140,7 +140,7 @@ def labelled():
 
 def test_search_keeps_its_budget_and_lowers_layers(labelled):
     model, x, y = labelled
-    common = dict(base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=8,
+    common = dict(method="greedy", granularity="layer", base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=8,
                   verify_images=0, progress=False)
     loose = search_time_steps(model, x, y, budget=100.0, quantize_options={"input_shape": (3, 16, 16), **NORM}, **common)
     neurons = [k for k in loose["assignment"] if k != "default"]
@@ -163,7 +163,7 @@ def test_search_keeps_its_budget_and_lowers_layers(labelled):
 
 def test_path_search_bisects_the_divergence_order(labelled):
     model, x, y = labelled
-    common = dict(base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=0,
+    common = dict(granularity="layer", base=5, candidates=[2, 3], holdout=160, sensitivity_images=80, calib_images=64, sops_images=0,
                   verify_images=0, progress=False, method="path", quantize_options={"input_shape": (3, 16, 16), **NORM})
     loose = search_time_steps(model, x, y, budget=100.0, **common)
     assert len(loose["steps"]) == 1 and loose["steps"][0]["kept"]  # the whole path fits: one measurement
@@ -185,9 +185,9 @@ def test_path_search_bisects_the_divergence_order(labelled):
 
 def test_verification_takes_the_longest_verified_prefix_of_the_kept_path(labelled):
     model, x, y = labelled
-    common = dict(base=5, candidates=[2, 3], holdout=100, sensitivity_images=60, calib_images=40, sops_images=0,
+    common = dict(granularity="layer", base=5, candidates=[2, 3], holdout=100, sensitivity_images=60, calib_images=40, sops_images=0,
                   verify_images=100, progress=False, quantize_options={"input_shape": (3, 16, 16), **NORM})
-    loose = search_time_steps(model, x, y, budget=100.0, **common)
+    loose = search_time_steps(model, x, y, budget=100.0, method="greedy", **common)
     check = loose["verification"]
     assert check["images"] == loose["verify_images"] == 100 and len(check["steps"]) == 1  # the whole kept path fits
     assert all(v == 2 for k, v in loose["assignment"].items() if k != "default")

@@ -18,10 +18,10 @@ def register(subparsers) -> None:
         "search",
         help="choose per-layer time steps with the fewest operations within an accuracy budget",
         description=(
-            "Greedy by sensitivity: calibrate at every candidate T, measure how far each layer moves the outputs "
-            "(KL divergence) when lowered alone, then lower layers in order of operations saved per unit of "
-            "divergence while the accuracy on "
-            "held-out TRAINING images stays within --budget points of uniform --base; then other training images "
+            "Lower the time steps from uniform --base while the accuracy on held-out TRAINING images stays within "
+            "--budget points of it: by default every layer together, its channels sharing its steps (the channels "
+            "whose quantization noise the next layers weigh least get the shorter trains), bisecting for the lowest "
+            "level; or layer by layer, greedy by sensitivity (--method greedy). Then other training images "
             "(--verify-images) take the longest prefix of those lowerings that stays within --budget at --confidence "
             "(the test set is never used). Writes OUT/time_steps.json (for --time-steps of convert and finetune) and "
             "OUT/search.json."
@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--method", choices=METHODS, default=D["method"],
                    help="greedy = measure every move on the held-out images, keep it if it fits, else stop lowering that "
                         "layer; path = order all moves by the divergences alone, then bisect for the longest prefix "
-                        f"that fits (about log2 of the moves in measurements) (default {D['method']})")
+                        "that fits (about log2 of the moves in measurements); level = lower every layer together (with "
+                        "--granularity channel in eighths of a step, shared among each layer's channels) and bisect for the "
+                        f"lowest level that fits (default {D['method']})")
     p.add_argument("--granularity", choices=GRANULARITIES, default=D["granularity"],
                    help="layer = one T per layer; channel = an average T per layer, lowered in steps of "
                         f"{CHANNEL_LEVEL_STEP:g} down to the smallest candidate, that the layer's channels share: channels "

@@ -1,6 +1,7 @@
 """Per-layer time steps for the fewest operations within an accuracy budget (``radixsnn search``).
 
-The method, greedy by sensitivity (docs/design.md):
+The method (docs/design.md), as written greedy by sensitivity (``method="greedy"``); the default,
+``method="level"`` with ``granularity="channel"``, skips step 3 and bisects over levels in step 4:
 
 1. Split the *training* images: a held-out part to measure accuracy on, the rest to calibrate on (the
    test set is never used).
@@ -15,7 +16,10 @@ The method, greedy by sensitivity (docs/design.md):
    saved per unit of single-layer divergence that the step adds; apply it, measure the whole assignment on the
    held-out images, keep it if the loss against the uniform base stays within the budget, else undo it
    and stop lowering that layer. Or (``method="path"``) order every move by the same ranking without
-   measuring, and bisect for the longest prefix of that path whose loss fits.
+   measuring, and bisect for the longest prefix of that path whose loss fits. Or (``method="level"``)
+   lower every layer together, one level at a time (with ``granularity="channel"`` in steps of
+   :data:`SHARED_LEVEL_STEP`, each layer's channels sharing its steps), and bisect likewise: no
+   sensitivities, a handful of measurements, so little to select a lucky one from.
 5. Verification: the kept assignments form a path of nested assignments, chosen by measurements on the
    held-out images, so their measured losses are biased low (the search kept the lucky ones). Other
    training images, which no choice has seen, measure the path again, and a bisection takes the longest
@@ -54,17 +58,19 @@ SEARCH_DEFAULTS = {
     "weight_bits": 8,
     "seed": 0,
     "sops_images": 200,
-    "method": "greedy",
+    "method": "level",
     "verify_images": 5000,
-    "granularity": "layer",
+    "granularity": "channel",
 }
 
 #: How the search walks from uniform ``base`` to lower T's (docs/design.md).
-METHODS = ("greedy", "path")
+METHODS = ("greedy", "path", "level")
 #: What the search assigns: one T per layer, or an average T per layer that its channels share
 #: (:mod:`radixsnn.experiments.channels`), lowered in steps of :data:`CHANNEL_LEVEL_STEP`.
 GRANULARITIES = ("layer", "channel")
 CHANNEL_LEVEL_STEP = 0.5
+#: The finer levels of ``method="level"``, which bisects over them instead of trying each move.
+SHARED_LEVEL_STEP = 0.125
 
 
 def check_search_options(base: int, candidates, budget: float, weight_bits: int, sensitivity_images: int = 1,
@@ -98,15 +104,15 @@ def check_search_options(base: int, candidates, budget: float, weight_bits: int,
     return below
 
 
-def channel_levels(base: int, candidates: list[int]) -> list[float]:
-    """The average T's a layer may take with ``granularity="channel"``: every :data:`CHANNEL_LEVEL_STEP`
-    from the lowest candidate up to below ``base``.
+def channel_levels(base: int, candidates: list[int], step: float = CHANNEL_LEVEL_STEP) -> list[float]:
+    """The average T's a layer may take with ``granularity="channel"``: every ``step`` from the lowest
+    candidate up to below ``base``.
 
-    >>> channel_levels(6, [4, 5])
-    [4.0, 4.5, 5.0, 5.5]
+    >>> channel_levels(6, [4, 5]), channel_levels(5, [4], 0.25)
+    ([4.0, 4.5, 5.0, 5.5], [4.0, 4.25, 4.5, 4.75])
     """
-    count = round((base - min(candidates)) / CHANNEL_LEVEL_STEP)
-    return [min(candidates) + k * CHANNEL_LEVEL_STEP for k in range(count)]
+    count = round((base - min(candidates)) / step)
+    return [min(candidates) + k * step for k in range(count)]
 
 
 def loss_bound(base_correct: torch.Tensor, correct: torch.Tensor, confidence: float) -> tuple[float, float]:
@@ -264,7 +270,7 @@ def search_time_steps(
         for t in range(1, base + 1):
             scales[t] = {k: (c[:, t].float() / ActQuant(t).qmax) for k, c in clips.items()}
         reference.load_state_dict({**reference.state_dict(), **{f"scales.{k}": v for k, v in scales[base].items()}})
-        levels = channel_levels(base, candidates)
+        levels = channel_levels(base, candidates, SHARED_LEVEL_STEP if method == "level" else CHANNEL_LEVEL_STEP)
     else:
         reference = None
         for t in tqdm([base, *candidates], desc="calibrate", disable=not progress, leave=False):
@@ -340,7 +346,7 @@ def search_time_steps(
     base_sens = accuracy(base_hits[:len(sx)])
 
     sensitivity = []
-    plan = [(name, c) for name in neurons for c in levels]
+    plan = [(name, c) for name in neurons for c in levels] if method != "level" else []  # "level" ranks nothing
     for name, c in tqdm(plan, desc="sensitivity", disable=not progress, leave=False):
         out = exact_logits(build({name: c}), sx)
         sensitivity.append({"layer": name, "time_steps": c, "divergence": divergence(base_logits, out),
@@ -388,9 +394,11 @@ def search_time_steps(
                 kept.append((trial, step))
             else:
                 frozen.add(name)
-    else:  # the whole path of moves from the divergences alone, then bisection on its length
+    else:  # a path of nested assignments, then bisection on its length
         path, walked = [], {}
-        while (move := best_move(walked, set())) is not None:
+        if method == "level":  # every layer at the same level, one level down per move
+            path = [(("all", c), {name: c for name in neurons}) for c in sorted(levels, reverse=True)]
+        while method == "path" and (move := best_move(walked, set())) is not None:  # moves by the divergences alone
             walked = {**walked, move[0]: move[1]}
             path.append((move, walked))
 
