@@ -184,7 +184,8 @@ def radix_lif_fused(
     own = torch.as_tensor(time_steps if steps is None else steps, dtype=torch.int64)
     own = own.expand(currents.shape[2:]).reshape(per_image).contiguous()
     _check_window(currents, time_steps, delta_t, steps)
-    out = torch.zeros((time_steps, n, per_image), dtype=torch.float32)
+    # every step of a full-length train is written; shorter trains leave their silent steps at zero
+    out = (torch.empty if steps is None else torch.zeros)((time_steps, n, per_image), dtype=torch.float32)
     counts = torch.zeros((n, per_image), dtype=torch.int64)
     kernel(cur.numpy(), b.numpy(), dt.numpy(), own.numpy(), out.numpy(), counts.numpy(), time_steps, int((dt + own).max()))
     return out.view(time_steps, *currents.shape[1:]), counts.sum(0).view(currents.shape[2:])
