@@ -438,6 +438,11 @@ def per_layer(graph: Graph, value, what: str, kinds: tuple[str, ...] = ("neuron"
     ...      "param": "fc.w", "weight_shape": [2, 3], "attrs": {"mode": "flatten"}}]}]})
     >>> per_layer(g, 4, "time_steps"), per_layer(g, {"default": 4, "a.0": 6}, "time_steps")
     ((4, {}), (4, {'a_0': 6}))
+
+    Lists (one value per output channel) are :func:`per_channel`'s to split out first:
+
+    >>> per_channel(g, {"default": 4, "a.0": [2, 5, 3]}), per_channel(g, {"default": 4, "a_0": [3, 3, 3]})
+    (({'default': 4, 'a.0': 5}, {'a_0': [2, 5, 3]}), ({'default': 4, 'a_0': 3}, {}))
     """
     if isinstance(value, bool):
         raise ConfigError(what, f"must be an integer or a per-layer assignment, got {value!r}")
@@ -473,16 +478,7 @@ def per_channel(graph: Graph, value, what: str = "time_steps") -> tuple[int | di
     """Split the per-channel values out of an assignment: a neuron layer may hold a list, one value per
     output channel. Returns the assignment with each list replaced by its largest value (what
     :func:`per_layer` then reads: the layer's train length) and ``{layer: list}`` for the layers whose
-    channels differ. Ranges are the caller's to check.
-
-    >>> g = Graph.from_dict({"nodes": [
-    ...     {"name": "input", "kind": "input", "shape": [1, 2, 2], "attrs": {"mean": [0.0], "std": [1.0]}},
-    ...     {"name": "a_0", "kind": "neuron", "shape": [3], "terms": [{"src": "input", "op": "linear",
-    ...      "param": "a_0.w", "weight_shape": [3, 4], "attrs": {"mode": "flatten"}}]},
-    ...     {"name": "output", "kind": "output", "shape": [2], "terms": [{"src": "a_0", "op": "linear",
-    ...      "param": "fc.w", "weight_shape": [2, 3], "attrs": {"mode": "flatten"}}]}]})
-    >>> per_channel(g, {"default": 4, "a.0": [2, 5, 3]}), per_channel(g, {"default": 4, "a_0": [3, 3, 3]})
-    (({'default': 4, 'a.0': 5}, {'a_0': [2, 5, 3]}), ({'default': 4, 'a_0': 3}, {}))
+    channels differ (examples: :func:`per_layer`). Ranges are the caller's to check.
     """
     if not isinstance(value, dict):
         return value, {}

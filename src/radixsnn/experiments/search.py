@@ -239,7 +239,8 @@ def search_time_steps(
     bound decides each move.
 
     Returns a JSON-ready dict: ``assignment`` (``{"default": base, layer: T, ...}``, what ``--time-steps``
-    accepts), its held-out accuracy, loss and loss bound (:func:`loss_bound`, at ``holdout_confidence``) and
+    accepts; with ``granularity="channel"`` a layer's T is a list, one per output channel, and ``levels``
+    holds each lowered layer's average), its held-out accuracy, loss and loss bound (:func:`loss_bound`, at ``holdout_confidence``) and
     ``ops_graph``, ``uniform``
     (the same for every uniform T), ``sensitivity``, ``steps`` (every assignment measured, in order; with
     ``method="path"`` each with its ``path_index``, the number of moves from the base), ``verification``
