@@ -164,6 +164,7 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["search", *w, "--confidence", "nan", "--out", o], "--confidence must be in [0.5, 1)"),
         (["search", *w, "--method", "random", "--out", o], "--method invalid choice"),
         (["search", *w, "--granularity", "neuron", "--out", o], "--granularity invalid choice"),
+        (["search", *w, "--act-scale", "layer", "--out", o], "--act-scale must be 'channel' or 'auto' with granularity"),
         (["search", *w, "--verify-images", "-1", "--out", o], "--verify-images must not be negative"),
         (["search", *w, "--out", str(d / "a_file")], "--out must be a folder"),
         # sweep

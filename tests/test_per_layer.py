@@ -123,7 +123,8 @@ def test_search_options_are_checked():
     for args, words in (((6, [6, 7], 0.5, 8), "below the base"), ((6, [4], -1, 8), "budget"), ((17, [4], 0.5, 8), "base"),
                         ((6, [4], float("nan"), 8), "budget"), ((6, [0], 0.5, 8), "candidates"), ((6, [4], 0.5, 1), "weight_bits"),
                         ((6, [4], 0.5, 8, 1, 0.3), "confidence"), ((6, [4], 0.5, 8, 1, 1.0), "confidence"),
-                        ((6, [4], 0.5, 8, 1, 0.95, "random"), "method"), ((6, [4], 0.5, 8, 1, 0.95, "greedy", "neuron"), "granularity")):
+                        ((6, [4], 0.5, 8, 1, 0.95, "random"), "method"), ((6, [4], 0.5, 8, 1, 0.95, "greedy", "neuron"), "granularity"),
+                        ((6, [4], 0.5, 8, 1, 0.95, "level", "channel", "layer"), "act_scale")):
         with pytest.raises(ConfigError, match=words):
             check_search_options(*args)
 

@@ -62,7 +62,8 @@ def register(subparsers) -> None:
                    help=f"held-out images the spike engine measures synaptic operations on, 0 = skip (default {D['sops_images']})")
     p.add_argument("--weight-bits", type=positive_int, default=D["weight_bits"], help=f"weight width (default {D['weight_bits']})")
     p.add_argument("--act-scale", choices=ACT_SCALES, default=DEFAULT_ACT_SCALE,
-                   help=f"activation scales per channel or per layer, resolved at --base for every layer (default {DEFAULT_ACT_SCALE})")
+                   help="activation scales per channel or per layer, resolved at --base for every layer; per channel with "
+                        f"--granularity channel (default {DEFAULT_ACT_SCALE})")
     p.add_argument("--seed", type=nonnegative_int, default=D["seed"], help=f"seed of the held-out and calibration draws (default {D['seed']})")
     add_progress_arg(p)
     p.add_argument("--out", required=True, help="output folder (created if missing)")
@@ -72,7 +73,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     out = check_folder(args.out, "out")
     check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images, args.confidence, args.method,
-                         args.granularity)
+                         args.granularity, args.act_scale)
     model = load_float_model(args)
     images, labels = load_cifar(args.dataset, args.data_dir, train=True)
     result = search_time_steps(

@@ -75,7 +75,7 @@ SHARED_LEVEL_STEP = 0.125
 
 def check_search_options(base: int, candidates, budget: float, weight_bits: int, sensitivity_images: int = 1,
                          confidence: float = SEARCH_DEFAULTS["confidence"], method: str = SEARCH_DEFAULTS["method"],
-                         granularity: str = SEARCH_DEFAULTS["granularity"]) -> list[int]:
+                         granularity: str = SEARCH_DEFAULTS["granularity"], act_scale: str = DEFAULT_ACT_SCALE) -> list[int]:
     """Check the options of :func:`search_time_steps` before any work; returns the candidates below
     ``base``, sorted.
 
@@ -101,6 +101,8 @@ def check_search_options(base: int, candidates, budget: float, weight_bits: int,
         raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
     if granularity not in GRANULARITIES:
         raise ConfigError("granularity", f"must be one of {', '.join(GRANULARITIES)}, got {granularity!r}")
+    if granularity == "channel" and act_scale == "layer":
+        raise ConfigError("act_scale", "must be 'channel' or 'auto' with granularity 'channel' (each channel's levels span its own range)")
     return below
 
 
@@ -250,7 +252,7 @@ def search_time_steps(
     (spike engine).
     """
     candidates = check_search_options(base, candidates, budget, weight_bits, sensitivity_images, confidence, method,
-                                      granularity)
+                                      granularity, act_scale)
     by_channel = granularity == "channel"
     held, calib, check = split_training_set(len(train_images), holdout, calib_images, seed, verify_images)
     hx, hy = train_images[held], train_labels[held]
