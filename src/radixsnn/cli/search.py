@@ -109,9 +109,10 @@ def run(args) -> int:
               f"uniform T={args.base} {sops['base']:.4g} ({sops['chosen'] / sops['base']:.3f})")
     chosen = {k: v for k, v in result["assignment"].items() if k != "default"}
     whole = {k: v for k, v in chosen.items() if not isinstance(v, list)}
-    print(f"T per layer (default {args.base}): " + (", ".join(f"{k}={v}" for k, v in whole.items()) or "none lowered"))
     split = {k: v for k, v in chosen.items() if isinstance(v, list)}
+    if whole or not split:
+        print(f"T per layer (default {args.base}): " + (", ".join(f"{k}={v}" for k, v in whole.items()) or "none lowered"))
     if split:
-        print(f"T per channel: {channel_steps_text(split)}")
+        print(f"T per channel (default {args.base}): {channel_steps_text(split)}")
     print(f"wrote {out / 'time_steps.json'} (pass it as --time-steps) and {out / 'search.json'}")
     return 0
