@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
+from radixsnn.core.graph import per_channel
 from radixsnn.core.ops import graph_ops
 from radixsnn.core.qann import DEFAULT_ACT_SCALE, QANN, resolve_act_scale
 from radixsnn.core.quant import ActQuant, WeightQuant
@@ -313,8 +314,7 @@ def search_time_steps(
         return build_steps(expand(layers))
 
     def ops_steps(steps: dict) -> int:
-        lists = {k: v for k, v in steps.items() if isinstance(v, list)}
-        layer_steps = {k: max(v) if isinstance(v, list) else v for k, v in steps.items()}
+        layer_steps, lists = per_channel(reference.graph, steps)
         return graph_ops(reference.graph, base, reference.input_bits, layer_steps, lists)
 
     def ops(layers: dict) -> int:
