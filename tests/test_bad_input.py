@@ -43,6 +43,8 @@ def files(tmp_path_factory):
     (d / "a_file").write_text("x")
     (d / "latin1.json").write_bytes('{"model": "caf\xe9"}'.encode("latin-1"))
     (d / "list.json").write_text("[1, 2]")
+    (d / "steps_zero.json").write_text('{"default": 4, "conv1": [4, 0]}')
+    (d / "steps_short.json").write_text('{"default": 4, "conv1": [4, 3]}')
     (d / "acc_text.json").write_text('{"model": "resnet20", "accuracy": "high", "time_steps": 4}')
     (d / "acc_150.json").write_text('{"model": "resnet20", "accuracy": 150, "time_steps": 4}')
     (d / "acc_nan.json").write_text('{"model": "resnet20", "accuracy": NaN, "time_steps": 4}')
@@ -77,6 +79,8 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["convert", *w, "-T", "default=4,layer9.conv=3", "--out", o], "--time-steps names a layer 'layer9.conv'"),
         (["convert", *w, "-T", "4", "--weight-bits", "default=8,output=1", "--out", o], "--weight-bits must be an integer in 2..16"),
         (["convert", *w, "-T", str(d / "list.json"), "--out", o], "must hold a JSON object with an integer 'default'"),
+        (["convert", *w, "-T", str(d / "steps_zero.json"), "--out", o], "--time-steps must be an integer in 1..16, got 0"),
+        (["convert", *w, "-T", str(d / "steps_short.json"), "--out", o], "--time-steps of layer 'conv1' must be an integer or a list of 16"),
         (["convert", *w, "-T", "4", "--weight-grid", "min", "--out", o], "--weight-grid"),
         (["convert", *w, "-T", "4", "--gains", "fast", "--out", o], "--gains"),
         (["convert", *w, "-T", "4", "--calib", "percentile99", "--out", o], "--calib must be 'mse' or 'percentile:P'"),
