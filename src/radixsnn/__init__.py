@@ -26,6 +26,7 @@ from radixsnn.core.convert import convert, quantize
 from radixsnn.core.engines import EngineResult, run
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.qann import QANN
+from radixsnn.core.rules import register_rule, unregister_rule
 from radixsnn.core.snn import IntegerSNN, load
 from radixsnn.errors import ConfigError, ConversionError, DataError, RadixSNNError, SNNFileError
 from radixsnn.models import create_model, list_models
@@ -48,5 +49,7 @@ __all__ = [
     "list_models",
     "load",
     "quantize",
+    "register_rule",
     "run",
+    "unregister_rule",
 ]

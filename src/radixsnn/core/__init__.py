@@ -6,7 +6,8 @@
 ``coding``        radix and rate codes (the paper's Table 1)
 ``quant``         quantizer specs, STE ops, calibration rules
 ``graph``         the layer graph, synapse maps and the one graph walk
-``trace``         torch.fx tracing of a float model into a graph (BatchNorm folded)
+``trace``         torch.fx tracing of a float model, and the walk that converts it into a graph
+``rules``         the conversion rules, one per operation family, in a table users extend
 ``qann``          the quantized network, calibration, conversion to integers
 ``snn``           the integer SNN and its safetensors file
 ``engines``       the spike-by-spike and the one-pass integer engines
