@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from radixsnn import quantize
 from radixsnn.cli.options import layer_values
 from radixsnn.core.engines import run_integer, run_spikes
-from radixsnn.core.graph import per_channel
+from radixsnn.core.steps import per_channel
 from radixsnn.core.neuron import neuron_output_value, radix_lif, radix_lif_fused
 from radixsnn.core.ops import graph_ops
 from radixsnn.core.qann import QANN

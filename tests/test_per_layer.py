@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from radixsnn import quantize
 from radixsnn.cli.options import layer_values
 from radixsnn.core.engines import run_integer, run_spikes
-from radixsnn.core.graph import per_layer, train_lengths
+from radixsnn.core.steps import per_layer, train_lengths
 from radixsnn.core.inputs import normalize
 from radixsnn.core.ops import graph_ops, term_fan_in
 from radixsnn.core.qann import QANN

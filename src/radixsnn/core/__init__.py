@@ -6,6 +6,7 @@
 ``coding``        radix and rate codes (the paper's Table 1)
 ``quant``         quantizer specs, STE ops, calibration rules
 ``graph``         the layer graph, synapse maps and the one graph walk
+``steps``         time steps per layer and per channel, and the trains' lengths
 ``trace``         torch.fx tracing of a float model, and the walk that converts it into a graph
 ``rules``         the conversion rules, one per operation family, in a table users extend
 ``qann``          the quantized network, calibration, conversion to integers

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from radixsnn.core.graph import Graph, Term, channel_lengths, input_channel_index, synapse, train_lengths
+from radixsnn.core.graph import Graph, Term, input_channel_index, synapse
+from radixsnn.core.steps import channel_lengths, train_lengths
 from radixsnn.core.quant import ActQuant
 from radixsnn.errors import ConfigError
 

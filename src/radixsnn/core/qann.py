@@ -37,11 +37,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from radixsnn.core.graph import (Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, per_channel,
-                                 per_layer, synapse, train_lengths, walk)
+from radixsnn.core.graph import Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, synapse, walk
 from radixsnn.core.inputs import input_affine, normalize, pixel_integers
 from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant, round_ste, rounding_offset
 from radixsnn.core.snn import IntegerSNN
+from radixsnn.core.steps import per_channel, per_layer, train_lengths
 from radixsnn.errors import ConfigError, RadixSNNError, SNNFileError
 
 #: One activation scale per output channel, one per layer, or ``"auto"`` (:func:`resolve_act_scale`).

@@ -25,7 +25,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from radixsnn.core.graph import Graph, train_lengths
+from radixsnn.core.graph import Graph
+from radixsnn.core.steps import train_lengths
 from radixsnn.core.quant import MAX_DELTA_T, MAX_TIME_STEPS, WeightQuant
 from radixsnn.errors import RadixSNNError, SNNFileError
 from radixsnn.outputs import atomic_write

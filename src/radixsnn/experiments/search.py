@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from radixsnn.core.convert import quantize
 from radixsnn.core.evaluation import evaluate
-from radixsnn.core.graph import per_channel
+from radixsnn.core.steps import per_channel
 from radixsnn.core.ops import graph_ops
 from radixsnn.core.qann import DEFAULT_ACT_SCALE, QANN, resolve_act_scale
 from radixsnn.core.quant import ActQuant, WeightQuant
