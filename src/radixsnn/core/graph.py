@@ -148,7 +148,7 @@ class Graph:
                 raise ConfigError("graph", f"{where}: unknown kind {node.kind!r}")
             if node.kind == "input" and node is not self.nodes[0] or node.kind == "output" and node is not self.nodes[-1]:
                 raise ConfigError("graph", f"{where}: only the first node may be the input, the last the output")
-            if not _is_shape(node.shape) or _numel(node.shape) > MAX_NEURONS:
+            if not _is_shape(node.shape) or numel(node.shape) > MAX_NEURONS:
                 raise ConfigError("graph", f"{where}: shape must be 1 to 3 positive sizes with at most {MAX_NEURONS} neurons, got {node.shape!r}")
             if not isinstance(node.attrs, dict):
                 raise ConfigError("graph", f"{where}: attrs must be a mapping")
@@ -208,7 +208,7 @@ def _is_shape(shape) -> bool:
     return isinstance(shape, list) and 1 <= len(shape) <= 3 and all(_is_int(d, 1, 1 << 16) for d in shape)
 
 
-def _numel(shape) -> int:
+def numel(shape) -> int:
     n = 1
     for d in shape:
         n *= d
@@ -285,7 +285,7 @@ def term_output_shape(term: Term, src: list[int], where: str = "term") -> list[i
         mode = a.get("mode")
         if set(a) != {"mode"} or mode not in ("flatten", "sumpool") or len(w) != 2:
             raise ConfigError("graph", f"{where}: a linear term needs mode 'flatten' or 'sumpool' and a 2-D weight")
-        fan_in = src[0] if mode == "sumpool" else _numel(src)
+        fan_in = src[0] if mode == "sumpool" else numel(src)
         if mode == "sumpool" and len(src) != 3 or w[1] != fan_in:
             raise ConfigError("graph", f"{where}: weight {w} does not fit a source of shape {src}")
         return [w[0]]

@@ -143,6 +143,10 @@ def trace_graph(model: nn.Module, input_shape, mean, std, rules: Rules | None = 
             with ctx.at(n):
                 ctx.fail(why)
     values: dict[str, object] = {}
+
+    def value(a):
+        return values[a.name] if isinstance(a, fx.Node) else a
+
     for n in gm.graph.nodes:
         if n.op == "placeholder":
             if "input" in ctx.names:
@@ -161,8 +165,6 @@ def trace_graph(model: nn.Module, input_shape, mean, std, rules: Rules | None = 
                 raise ConversionError(f"the model must end with a linear or convolution layer (logits), not a {describe(x)}")
             ctx.neuron(x, kind="output", name="output")
         else:
-            def value(a):
-                return values[a.name] if isinstance(a, fx.Node) else a
             target = ctx.modules[n.target] if n.op == "call_module" else n.target
             with ctx.at(n):
                 values[n.name] = ctx.apply(target, map_aggregate(n.args, value), map_aggregate(n.kwargs, value))

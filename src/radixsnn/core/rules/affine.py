@@ -57,6 +57,9 @@ def divide(ctx, target, args, kwargs):
     return scalar(ctx, args[0], args[1], divide=True)
 
 
+multiply.scales_by_constants = divide.scales_by_constants = True  # a product of two tensors is refused up front
+
+
 def scalar(ctx, a, b, divide: bool):
     """``a * b`` or ``a / b`` where one side is a finite constant: an affine map."""
     if isinstance(a, (int, float)) and not divide:

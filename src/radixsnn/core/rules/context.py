@@ -18,9 +18,9 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.node import map_aggregate
 
-from radixsnn.core.graph import Node, Term
+from radixsnn.core.graph import Node, Term, numel
 from radixsnn.core.rules.registry import Rules
-from radixsnn.core.rules.values import Act, PendingTerm, Pre, PreCat, cat_acts, describe, expand, numel, select_attrs
+from radixsnn.core.rules.values import Act, PendingTerm, Pre, PreCat, cat_acts, describe, expand, select_attrs, spiking
 from radixsnn.errors import ConversionError
 
 
@@ -72,13 +72,10 @@ class RuleContext:
     @contextlib.contextmanager
     def at(self, node: fx.Node):
         """Make the traced ``node`` the current call."""
-        if node.op == "call_module":
-            module = self.modules[node.target]
-            label, what = node.target, f"{type(module).__name__} ({node.target})"
-        else:
-            label = node.name
-            what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
-        self._frames.append(_Frame(node.name, label, what, lambda: list(node.meta["tensor_meta"].shape[1:])))
+        module = node.op == "call_module"
+        target = self.modules[node.target] if module else node.target
+        label = node.target if module else node.name
+        self._frames.append(_Frame(node.name, label, _what(target, label), lambda: list(node.meta["tensor_meta"].shape[1:])))
         try:
             yield
         finally:
@@ -87,15 +84,12 @@ class RuleContext:
     def call(self, target, *args, **kwargs):
         """Convert ``target(*args, **kwargs)`` with its rule: ``target`` is a module (a submodule of the
         model, or one made on the spot), a function or a tensor method name (``args[0]`` is the tensor)."""
-        parent = self._frames[-1] if self._frames else _Frame("input", "input", "", lambda: [])
+        parent = self._frames[-1]
         if isinstance(target, nn.Module):
-            path = self._paths.get(id(target))
-            label = path or f"{parent.label}.{type(target).__name__}"
-            what = f"{type(target).__name__} ({label})"
+            label = self._paths.get(id(target)) or f"{parent.label}.{type(target).__name__}"
         else:
             label = parent.label
-            what = target if isinstance(target, str) else getattr(target, "__name__", repr(target))
-        frame = _Frame(parent.name, label, what, lambda: _evaluate_shape(target, args, kwargs))
+        frame = _Frame(parent.name, label, _what(target, label), lambda: _evaluate_shape(target, args, kwargs))
         self._frames.append(frame)
         try:
             return self.apply(target, args, kwargs)
@@ -180,11 +174,18 @@ class RuleContext:
 
     def need_act(self, x, what: str) -> Act:
         """``x`` as spike trains, or a refusal saying that ``what`` must read spikes."""
-        if isinstance(x, PreCat) and all(isinstance(p, Act) for p in x.parts):
+        if isinstance(x, PreCat) and spiking(x):
             x = cat_acts(x.parts)
         if not isinstance(x, Act):
             self.fail(f"{what} must follow a ReLU (or read the input); got a {describe(x)}")
         return x
+
+
+def _what(target, label: str) -> str:
+    """The operation as errors name it: ``Conv2d (layer1.0.conv1)``, ``relu``, ``view``."""
+    if isinstance(target, nn.Module):
+        return f"{type(target).__name__} ({label})"
+    return target if isinstance(target, str) else getattr(target, "__name__", repr(target))
 
 
 def _evaluate_shape(target, args: tuple, kwargs: dict) -> list[int]:

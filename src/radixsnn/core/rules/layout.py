@@ -14,9 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from radixsnn.core.graph import numel
 from radixsnn.core.rules.registry import rule
 from radixsnn.core.rules.values import (Act, Flat, Items, PendingTerm, Pooled, Pre, PreCat, Shaped, bind, cat_acts, dense_conv,
-                                        describe, numel, parts, parts_or_none, pending, select_channels, shape_of, slice_part)
+                                        describe, parts, parts_or_none, pending, select_channels, shape_of, slice_part, spiking)
 
 _IDENTITIES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
                F.dropout, F.dropout1d, F.dropout2d, F.alpha_dropout, F.feature_alpha_dropout)
@@ -59,7 +60,7 @@ def reshape(ctx, x, op):
         return x
     if isinstance(x, Pre) and len(ctx.shape) == 1 and x.shape[1:] == [1, 1]:
         return _flatten_pre(ctx, x)
-    if isinstance(x, PreCat) and all(isinstance(p, Act) for p in x.parts):
+    if isinstance(x, PreCat) and spiking(x):
         x = cat_acts(x.parts)
     if isinstance(x, Act):
         index = torch.arange(numel(x.shape)).view(1, *x.shape)

@@ -12,9 +12,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from radixsnn.core.graph import Node
+from radixsnn.core.graph import Node, numel
 from radixsnn.core.rules.registry import rule
-from radixsnn.core.rules.values import Act, PendingTerm, Pooled, Pre, PreCat, bind, numel, pair, parts, pending, select_channels, shape_of
+from radixsnn.core.rules.values import Act, PendingTerm, Pooled, Pre, PreCat, bind, pair, parts, pending, select_channels, shape_of
 
 
 @rule(nn.MaxPool2d)

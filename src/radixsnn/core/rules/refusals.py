@@ -5,8 +5,6 @@ anything, so the error names the first such operation, not some consequence of i
 """
 from __future__ import annotations
 
-import operator
-
 import torch
 import torch.fx as fx
 import torch.nn as nn
@@ -36,11 +34,10 @@ _REFUSED = {
              nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d),
 }
 
-_PRODUCTS = {operator.mul, operator.imul, torch.mul, operator.truediv, torch.div, "mul", "mul_", "div", "div_"}
-
-
 def refusal(why: str):
-    """A rule that refuses its call because ``why``; the walk finds it by its ``refusal`` attribute."""
+    """A rule that refuses its call because ``why``; the walk finds it by its ``refusal`` attribute. (A rule
+    that accepts some calls and refuses others says so with its own attribute: ``scales_by_constants``,
+    the multiply and divide rules, refuse a product of two tensors.)"""
     def refuse(ctx, target, args, kwargs):
         ctx.fail(why)
     refuse.refusal = why
@@ -61,7 +58,8 @@ def refusal_of(node: fx.Node, modules: dict, rules: Rules) -> str | None:
         target = node.target
     else:
         return None
-    why = getattr(rules.lookup(target), "refusal", None)
-    if why is None and target in _PRODUCTS and sum(isinstance(a, fx.Node) for a in node.args[:2]) == 2:
+    handler = rules.lookup(target)
+    why = getattr(handler, "refusal", None)
+    if why is None and getattr(handler, "scales_by_constants", False) and sum(isinstance(a, fx.Node) for a in node.args[:2]) == 2:
         why = WHY["product"]
     return why

@@ -119,9 +119,6 @@ class Items:
     items: list = field(default_factory=list)
 
 
-VALUES = (Act, Pre, PreCat, Pooled, Flat, Shaped, Items)
-
-
 def describe(x) -> str:
     """What ``x`` is, in the words of an error message."""
     return {
@@ -261,13 +258,6 @@ def dense_conv(w: torch.Tensor, groups: int) -> torch.Tensor:
 
 def pair(v) -> tuple:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-def numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def expand(cols: list[int], positions: int) -> list[int]:
