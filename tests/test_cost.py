@@ -41,7 +41,7 @@ def test_paper_cells_reproduced(row):
 
 
 def test_cells_matched_only_at_printed_precision():
-    """The cells that are more than 2 % off but round to the printed value (documented in docs/results.md)."""
+    """The cells that are more than 2 % off but round to the printed value (documented in docs/notebook.md)."""
     loose = sorted(
         (_id(row), column)
         for row in ROWS

@@ -10,7 +10,7 @@ error or read as something valid -- never a crash, never a silently different ne
   refused (``DataError``), or images of the CIFAR layout with labels in range.
 
 The examples are derandomized, so the counts printed at the end (``pytest tests/test_fuzz.py -s``) are
-the same on every run; docs/results.md records them.
+the same on every run; docs/notebook.md records them.
 """
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ from radixsnn.core.steps import channel_lengths, train_lengths
 from radixsnn.core.quant import ActQuant
 from radixsnn.errors import ConfigError
 
-#: Effective ANN operations per multiply-accumulate, read off the paper's Table 2 (docs/results.md
+#: Effective ANN operations per multiply-accumulate, read off the paper's Table 2 (docs/notebook.md
 #: shows that 66 is the only integer consistent with its printed cells).
 ANN_OPS_PER_MAC = 66
 

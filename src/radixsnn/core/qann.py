@@ -54,7 +54,7 @@ SHIFTS = ("channel", "layer")
 WEIGHT_GRIDS = ("max", "mse")
 #: Shortcut (select) gains as plain b-bit weights, or as b-bit weights on delayed spikes, ``m 2^k``.
 GAINS = ("delayed", "plain")
-#: The defaults (measured against the other choices in docs/results.md).
+#: The defaults (measured against the other choices in docs/notebook.md).
 DEFAULT_ACT_SCALE = "auto"
 DEFAULT_SHIFT = "channel"
 DEFAULT_WEIGHT_GRID = "mse"

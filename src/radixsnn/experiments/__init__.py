@@ -8,6 +8,7 @@
 ``cost``          the paper's cost model: table operations, latency, energy
 ``report``        Tables 2 and 3 with the paper's cells beside ours
 ``recipes``       one TOML recipe per paper row
+``reference``     the README's results table and docs/reference.md, from docs/results/
 ``plotting``      the figures (matplotlib, optional)
 ``demo``          the whole pipeline in a few minutes
 ================  ====================================================================

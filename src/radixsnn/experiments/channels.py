@@ -10,7 +10,7 @@ the squared weights of every synapse reading it, shortcut gains 1), under ``sum_
 that shortens, one step at a time, the train whose step costs the least noise.
 
 Spending trains where the noise lands is what lets a per-channel assignment beat a per-layer one with
-the same operations (docs/results.md): the channels of a layer differ by orders of magnitude in range and
+the same operations (docs/notebook.md): the channels of a layer differ by orders of magnitude in range and
 in how much the next layer reads them.
 """
 from __future__ import annotations

@@ -81,7 +81,7 @@ def default_lr(time_steps: int, weight_bits: int = 8) -> float:
 
     At T = 2, or with few weight bits, the calibrated QANN starts far below the float network and needs
     large steps; otherwise it starts close to it, and large steps only disturb it (the measurements are
-    in docs/results.md).
+    in docs/notebook.md).
 
     >>> default_lr(2), default_lr(8, weight_bits=3), default_lr(8)
     (0.03, 0.01, 0.001)
