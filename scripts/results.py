@@ -23,6 +23,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 import radixsnn
 from radixsnn.errors import RadixSNNError
 from radixsnn.experiments import reference
@@ -83,12 +85,12 @@ def run(args) -> int:
                 print(f"{r.name}: has a result (--force runs it again)")
         runs = [r for r in runs if not reference.result_path(r, RESULTS).exists()]
     plans = [(r, [expand(c, work) for c in r.commands]) for r in runs]  # every variable checked before any work
+    work.mkdir(parents=True, exist_ok=True)
     for r, argvs in plans:
         print(f"== {r.name}", flush=True)
         started = datetime.datetime.now(datetime.timezone.utc)
         for argv in argvs:
             print("$ " + shlex.join(argv), flush=True)
-            Path(work).mkdir(parents=True, exist_ok=True)
             code = subprocess.run([sys.executable, "-m", "radixsnn", *argv[1:]]).returncode
             if code != 0:
                 print(f"error: {r.name}: `{shlex.join(argv[:2])}` failed with exit code {code}", file=sys.stderr)
@@ -100,7 +102,7 @@ def run(args) -> int:
             "date": started.date().isoformat(),
             "radixsnn": radixsnn.__version__,
             "commit": commit(),
-            "torch": __import__("torch").__version__,
+            "torch": torch.__version__,
             "cpu": cpu_name(),
             "wall_seconds": round((datetime.datetime.now(datetime.timezone.utc) - started).total_seconds(), 1),
         }

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from radixsnn.errors import ConfigError, DataError
-from radixsnn.experiments.report import load_results_json, report_markdown
+from radixsnn.experiments.report import load_results_json, markdown_table, report_markdown
 
 #: The README block the front table fills.
 BEGIN, END = "<!-- results-table: begin -->", "<!-- results-table: end -->"
@@ -205,12 +205,12 @@ def _columns(spec: Spec) -> list[int]:
     return sorted({run.time_steps for row in spec.rows for run in row.runs})
 
 
-def front_table(spec: Spec, results_dir: str | Path, commands_link: str = "") -> str:
+def front_table(spec: Spec, results_dir: str | Path) -> str:
     """The results table: a line per row (float accuracy, the SNN's at each T, exactness), then each row's
-    commands, numbered as the table's last column. ``commands_link``: a page the numbers link to instead."""
+    commands, numbered as the table's last column."""
     columns = _columns(spec)
     header = ["network", "weights", "how", "float", *[f"T = {t}" for t in columns], "SNN == QANN", "commands"]
-    lines, recipes = [], []
+    lines = []
     for number, row in enumerate(spec.rows, 1):
         found = {run.time_steps: read_result(run, results_dir) for run in row.runs}
         done = [r for r in found.values() if r is not None]
@@ -218,15 +218,8 @@ def front_table(spec: Spec, results_dir: str | Path, commands_link: str = "") ->
         images = sum(r["images"] for r in done)
         exact = f"every image ({images:,})" if done else "not run"
         cells = [_pct(found[t]["accuracy"]) if found.get(t) else "" for t in columns]
-        ref = f"[{number}]({commands_link}#{row.name})" if commands_link else f"[{number}](#{row.name})"
-        lines.append([row.label, row.weights, row.how, _pct(fp), *cells, exact, ref])
-        recipes.append(row)
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(cells) + " |" for cells in lines]
-    text = "\n".join(out) + "\n"
-    if not commands_link:
-        text += "\n" + commands_list(spec)
-    return text
+        lines.append([row.label, row.weights, row.how, _pct(fp), *cells, exact, f"[{number}](#{row.name})"])
+    return markdown_table(header, lines) + "\n\n" + commands_list(spec)
 
 
 def _shown(command: str) -> str:
@@ -264,8 +257,7 @@ def _cell_details(spec: Spec, results_dir) -> str:
                           str(r.get("engine", "")), f"{r['images']:,}", f"{r['ops_graph']:.4g}" if r.get("ops_graph") else "",
                           "" if spikes is None else f"{spikes:.4g}", str(prov.get("date", "")),
                           f"`{prov['commit'][:8]}`" if prov.get("commit") else ""])
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(out + ["| " + " | ".join(c) + " |" for c in lines]) + "\n"
+    return markdown_table(header, lines) + "\n"
 
 
 def _figure_section(figure: Figure, results_dir) -> str:
@@ -288,9 +280,10 @@ def _coding_error_text(data: dict) -> str:
     radix = {r["time_steps"]: r["rmse"] for r in rows if r.get("coding") == "radix"}
     rate = {r["time_steps"]: r["rmse"] for r in rows if r.get("coding") == "rate"}
     steps = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256) if t in radix or t in rate]
-    lines = ["| T | radix RMSE | rate RMSE |", "|---|---|---|"]
-    lines += [f"| {t} | {radix[t]:.3e} |" if t in radix else f"| {t} | |" for t in steps]
-    lines = lines[:2] + [line + (f" {rate[t]:.3e} |" if t in rate else " |") for line, t in zip(lines[2:], steps)]
+    def rmse(table, t):
+        return f"{table[t]:.3e}" if t in table else ""
+
+    table = markdown_table(["T", "radix RMSE", "rate RMSE"], [[str(t), rmse(radix, t), rmse(rate, t)] for t in steps])
     claims = data.get("claims", {})
     facts = []
     if claims.get("radix_vs_rate_T8_reduction") is not None:
@@ -299,7 +292,7 @@ def _coding_error_text(data: dict) -> str:
         n = claims.get(f"rate_steps_matching_radix_T{t}")
         facts.append(f"rate coding needs {'more than 256' if n is None else n} steps to match radix T = {t}")
     return (f"{data.get('images', '?'):,} test images, {data.get('activations', 0):,} activations "
-            f"({100 * data.get('zero_fraction', 0):.1f} % zeros). " + "; ".join(facts) + ".\n\n" + "\n".join(lines) + "\n")
+            f"({100 * data.get('zero_fraction', 0):.1f} % zeros). " + "; ".join(facts) + ".\n\n" + table + "\n")
 
 
 def _sweep_text(data: dict) -> str:
@@ -309,13 +302,11 @@ def _sweep_text(data: dict) -> str:
     bits = sorted({r["weight_bits"] for r in rows}, reverse=True)
     steps = sorted({r["time_steps"] for r in rows})
     acc = {(r["weight_bits"], r["time_steps"]): r for r in rows if r.get("mode") == "post-training"}
-    header = ["weight bits", *[f"T = {t}" for t in steps]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for b in bits:
-        lines.append("| " + " | ".join([str(b), *[_pct(acc[(b, t)]["accuracy"]) if (b, t) in acc else "" for t in steps]]) + " |")
+    table = markdown_table(["weight bits", *[f"T = {t}" for t in steps]],
+                           [[str(b), *[_pct(acc[(b, t)]["accuracy"]) if (b, t) in acc else "" for t in steps]] for b in bits])
     exact = all(r.get("agreement") == 1.0 for r in rows)
     return (f"Accuracy on the first {data.get('images', 0):,} test images; SNN == QANN on "
-            f"{'every image of every point' if exact else 'NOT every point'}.\n\n" + "\n".join(lines) + "\n")
+            f"{'every image of every point' if exact else 'NOT every point'}.\n\n" + table + "\n")
 
 
 def reference_page(spec: Spec, results_dir: str | Path) -> str:

@@ -290,7 +290,8 @@ def _ours_accuracy(row: PaperRow, results) -> tuple[float | None, float | None]:
     return acc, delta
 
 
-def _table(header: list[str], lines: list[list[str]]) -> str:
+def markdown_table(header: list[str], lines: list[list[str]]) -> str:
+    """A Markdown table: a header line, its rule, a line per row of cells."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(cells) + " |" for cells in lines]
     return "\n".join(out)
@@ -311,7 +312,7 @@ def table2_markdown(results: dict) -> str:
                 _paper_pct(row.accuracy), _acc(acc), _paper_pct(row.delta), _delta(delta),
                 row.operations, _ops(cost.operations), row.latency, _lat(cost.latency),
             ])
-        parts.append(f"**Table 2 — {title}**\n\n" + _table(header, lines))
+        parts.append(f"**Table 2 — {title}**\n\n" + markdown_table(header, lines))
     return "\n\n".join(parts)
 
 
@@ -335,7 +336,7 @@ def table3_markdown(results: dict) -> str:
             f"the paper's VGG-9 numbers imply; our whole vgg9 (with Lee et al.'s 4096→1024 hidden layer) "
             f"has {full.macs / 1e6:.2f} M MACs: {_ops(table_ops(full.macs, 100))} operations at T=100 and "
             f"{_ops(full.ops_table)} at T=4.")
-    return "**Table 3**\n\n" + _table(header, lines) + "\n\n" + note
+    return "**Table 3**\n\n" + markdown_table(header, lines) + "\n\n" + note
 
 
 def cost_check_markdown() -> str:
@@ -355,7 +356,7 @@ def cost_check_markdown() -> str:
             how = "within 2 %" if abs(err) <= 0.02 else ("at printed precision" if matches(ours, printed) else "NO")
             lines.append([str(row.table), name, DATASET_TITLES[row.dataset], "N/A" if row.is_ann else str(row.time_steps),
                           column, printed, fmt(ours), f"{err:+.2%}", how])
-    return _table(header, lines) + "\n"
+    return markdown_table(header, lines) + "\n"
 
 
 def report_markdown(paths=()) -> str:
