@@ -57,7 +57,7 @@ def test_damaged_or_renamed_files_are_refused(tmp_path):
 @pytest.mark.cifar
 @pytest.mark.slow
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
-def test_recorded_accuracy_is_the_files_own(path, cifar10_dir, one_thread):
+def test_recorded_accuracy_is_the_files_own(path, cifar10_dir):
     info = published.read_info(path)
     model = rs.create_model(info["model"], weights=path).eval()
     cfg = model_config(info["model"])
