@@ -1,6 +1,6 @@
 # Set-up and everyday commands. `make demo` and `make test` work on a fresh clone:
 # they create .venv, install the pinned CPU build of PyTorch when no torch >= 2.10 is present,
-# then install radixsnn in editable mode with its test extras.
+# then install radixsnn in editable mode with its test extras (and the onnx extra, which the tests cover).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import sys, torch; sys.exit(tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (2, 10))" 2>/dev/null \
 		|| $(BIN)/pip install -q "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -q -e ".[test,plot,demo]"
+	$(BIN)/pip install -q -e ".[test,plot,demo,onnx]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -12,7 +12,7 @@ import radixsnn as rs
 API = {
     "create_model", "list_models", "quantize", "QANN", "convert", "load", "IntegerSNN", "run", "EngineResult",
     "evaluate", "data", "RadixSNNError", "ConversionError", "ConfigError", "DataError", "SNNFileError", "__version__",
-    "register_rule", "unregister_rule",
+    "register_rule", "unregister_rule", "export_onnx",
 }
 
 

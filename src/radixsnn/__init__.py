@@ -25,6 +25,7 @@ from radixsnn import data
 from radixsnn.core.convert import convert, quantize
 from radixsnn.core.engines import EngineResult, run
 from radixsnn.core.evaluation import evaluate
+from radixsnn.core.onnx_export import export_onnx
 from radixsnn.core.qann import QANN
 from radixsnn.core.rules import register_rule, unregister_rule
 from radixsnn.core.snn import IntegerSNN, load
@@ -46,6 +47,7 @@ __all__ = [
     "create_model",
     "data",
     "evaluate",
+    "export_onnx",
     "list_models",
     "load",
     "quantize",

@@ -18,6 +18,7 @@ from radixsnn.version import __version__
 COMMANDS = [
     "convert",
     "evaluate",
+    "export",
     "train",
     "finetune",
     "demo",

@@ -1,4 +1,4 @@
-"""``radixsnn evaluate``: run an SNN file on the test set with the spike or integer engine."""
+"""``radixsnn evaluate``: run an SNN file on the test set with the spike, integer or onnx engine."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +6,7 @@ from pathlib import Path
 from radixsnn.cli.options import add_progress_arg, channel_steps_text, positive_int
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.evaluation import evaluate
+from radixsnn.core.onnx_export import require_onnx
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.data import DATASETS, load_dataset, num_classes
 from radixsnn.errors import ConfigError, ConversionError
@@ -19,14 +20,15 @@ def register(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="simulate an SNN file on test images and check it against its quantized network",
-        description="Run the spike engine (every time step of every neuron) or the integer engine over the test "
+        description="Run the spike engine (every time step of every neuron), the integer engine or the onnx engine "
+        "(the integer network exported to ONNX, run by onnxruntime; needs radixsnn[onnx]) over the test "
         "set; report accuracy, the QANN's and float model's accuracy, exact agreement with the QANN, spikes and "
         "operations.",
     )
     p.add_argument("file", help=".snn file written by convert or finetune")
     p.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
     p.add_argument("--dataset", default=None, choices=DATASETS, help="dataset (default: the file's)")
-    p.add_argument("--engine", default="spikes", choices=ENGINES, help="spikes (default) or integer")
+    p.add_argument("--engine", default="spikes", choices=ENGINES, help="spikes (default), integer or onnx")
     p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="evaluate the first N test images only")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per batch (default 250)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
@@ -60,6 +62,8 @@ def run(args) -> int:
         raise ConfigError("batch_size", f"must be at least 1, got {args.batch_size}")
     if args.json:
         check_file(args.json, "json")
+    if args.engine == "onnx":
+        require_onnx()
     device = resolve_device(args.device)
     snn = IntegerSNN.load(args.file)
     dataset = args.dataset or snn.metadata.get("dataset", "cifar10")

@@ -12,6 +12,7 @@
 ``qann``          the quantized network, calibration, conversion to integers
 ``snn``           the integer SNN and its safetensors file
 ``engines``       the spike-by-spike and the one-pass integer engines
+``onnx_export``   the integer network as a standard ONNX model; onnxruntime as a third engine
 ``ops``           every operation count (MACs, synapses, Eq. 24, measured synaptic ops)
 ``evaluation``    accuracy and exactness of an SNN on labelled images
 ``convert``       ``quantize`` and ``convert``: the steps above in order

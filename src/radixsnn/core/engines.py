@@ -24,7 +24,7 @@ from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError
 
-ENGINES = ("spikes", "integer")
+ENGINES = ("spikes", "integer", "onnx")
 
 
 @dataclass
@@ -43,7 +43,8 @@ class EngineResult:
 
 
 def run(snn: IntegerSNN, images: torch.Tensor, engine: str = "spikes") -> EngineResult:
-    """Run ``snn`` on uint8 ``images`` (N, C, H, W) with the ``"spikes"`` or the ``"integer"`` engine.
+    """Run ``snn`` on uint8 ``images`` (N, C, H, W) with the ``"spikes"``, the ``"integer"`` or the ``"onnx"``
+    engine (the integer network exported to ONNX, run by onnxruntime: :mod:`radixsnn.core.onnx_export`).
 
     >>> import torch, radixsnn as rs
     >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))
@@ -59,6 +60,11 @@ def run(snn: IntegerSNN, images: torch.Tensor, engine: str = "spikes") -> Engine
         return run_spikes(snn, images)
     if engine == "integer":
         return run_integer(snn, images)
+    if engine == "onnx":
+        from radixsnn.core.onnx_export import run_onnx  # onnxruntime is an optional extra
+
+        _check_images(snn, images)
+        return EngineResult(run_onnx(snn, images))
     raise ConfigError("engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
 
 

@@ -221,6 +221,16 @@ class IntegerSNN:
     # ---- file format ----------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, metadata: dict | None = None) -> Path:
         """Write the SNN atomically to ``path`` (safetensors + JSON header with its digest)."""
+        header, tensors = self._contents(metadata)
+        header["digest"] = digest(header, tensors)
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"radixsnn": json.dumps(header)}), "path")
+
+    def digest(self) -> str:
+        """The SHA-256 digest that :meth:`save` writes in the file's header (over the header and every tensor)."""
+        return digest(*self._contents())
+
+    def _contents(self, metadata: dict | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+        """The file's header (without its digest) and tensors."""
         meta = {**self.metadata, **(metadata or {})}
         header = {
             "format": FORMAT,
@@ -251,8 +261,7 @@ class IntegerSNN:
             tensors[f"s/{k}"] = v.float().contiguous().cpu()
         for k, v in (self.qann_state or {}).items():
             tensors[f"qann/{k}"] = v.float().contiguous().cpu()
-        header["digest"] = digest(header, tensors)
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"radixsnn": json.dumps(header)}), "path")
+        return header, tensors
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "IntegerSNN":

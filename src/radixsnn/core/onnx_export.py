@@ -1,0 +1,450 @@
+"""The integer SNN as a standard ONNX model, and onnxruntime as a third exact engine.
+
+:func:`export_onnx` writes the network the integer engine computes -- each layer
+``clamp(floor((sum w q + b) / 2^dT), 0, 2^T - 1)`` on uint8 activations -- with ONNX's integer operators
+only, so any ONNX runtime computes the integer engine's logits bit for bit. The graph reads the uint8
+image as the SNN does (``pixels``, N x C x H x W) and gives the int64 ``logits``; its metadata holds the
+logits' float scale per class (``float logits = logits * scale``), ``T`` per layer and per channel, the
+bit widths, the ``.snn`` digest and the radixsnn version.
+
+Each neuron layer is lowered one of two ways, chosen per layer from its integers (the conditions are
+proved in tests/test_onnx.py):
+
+* ``qlinear`` -- one ``QLinearConv`` does the whole layer: the products, the int32 bias, the shift and
+  the saturation. A shortcut (a ``select`` term) rides along as extra input channels whose kernel holds
+  its gain at the centre tap, so a residual block's sum is formed before the floor. QLinearConv's
+  requantization rounds ``sum * multiplier`` half to even; with the bias lowered by ``2^(dT-1)`` and
+  the multiplier ``2^-dT (1 + 2^-23)`` the result is the floor, provided the nudge never carries a sum
+  across an integer (:func:`rounding_holds`: about ``dT + T <= 22``, or sums too small to reach the
+  saturation). The weights are int8 where ``2 (2^T_in - 1) max|w| <= 32767``
+  (x86 CPUs without VNNI add pairs of uint8 x int8 products in int16, with saturation; this holds for
+  8-bit weights on trains of up to 7 steps and for 7-bit weights on 8), otherwise uint8 with zero point
+  128 (exact for any 8-bit weights, about a third slower).
+* ``integer`` -- ``ConvInteger`` / ``MatMulInteger`` of uint8 x uint8 into int32 (exact for any 8-bit
+  weights), the other terms and the bias added in int32, then ``Max 0``, ``BitShift`` right per
+  channel, ``Min`` with ``2^T_c - 1``. Used for linear layers, for shortcuts that a convolution's
+  centre tap cannot carry, and where the rounding condition fails. The readout is lowered this way and
+  its int32 sums are the logits.
+
+Tested with onnx 1.23.2 and onnxruntime 1.32.0, opset :data:`OPSET`. onnx and onnxruntime are the
+optional extra ``pip install 'radixsnn[onnx]'``.
+
+>>> import torch, radixsnn as rs
+>>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(144, 2))
+>>> images = torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+>>> snn = rs.convert(model, images, time_steps=4, input_shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.25,) * 3, progress=False)
+>>> torch.equal(rs.run(snn, images, engine="onnx").logits, rs.run(snn, images, engine="integer").logits)
+True
+>>> [layer.lowering for layer in plan(snn)]
+['integer', 'readout']
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from radixsnn.core.graph import Node, peak_input
+from radixsnn.core.snn import IntegerSNN
+from radixsnn.errors import ConfigError, ConversionError
+from radixsnn.outputs import atomic_write
+from radixsnn.version import __version__
+
+#: The ONNX opset the exported models use (and the IR version onnxruntime 1.32 reads).
+OPSET = 21
+IR_VERSION = 10
+#: Largest pair sum of uint8 x int8 products that an int16 lane holds (x86 without VNNI adds pairs).
+PAIR_LIMIT = 32767
+#: The multiplier's nudge above 2^-dT in the qlinear lowering (the smallest float32 step above 1).
+NUDGE = 2.0 ** -23
+#: The qlinear lowering's rounding argument needs ``(2 Q + 1) 2^dT`` within this (see :func:`rounding_holds`).
+ROUNDING_LIMIT = 1 << 23
+#: int32 accumulators: every layer's largest sum must stay below this.
+INT32_LIMIT = 1 << 31
+INSTALL = "pip install 'radixsnn[onnx]'"
+
+
+def require_onnx():
+    """``(onnx, onnxruntime)``; raises :class:`ConfigError` saying how to install them if they are missing."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError:
+        raise ConfigError(None, f"the onnx engine and export need onnx and onnxruntime: {INSTALL}") from None
+    return onnx, onnxruntime
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How one layer becomes ONNX operators: ``lowering`` is ``"qlinear"``, ``"integer"`` or ``"readout"``;
+    ``weights`` the type of its weights in QLinearConv (``"int8"`` or ``"uint8"``); ``bound`` the largest
+    ``|sum|`` of the layer, bias included."""
+
+    layer: str
+    lowering: str
+    weights: str
+    bound: int
+
+
+def _source_peak(snn: IntegerSNN, src: str) -> int:
+    return (1 << snn.train_length(src)) - 1
+
+
+def _shifts(snn: IntegerSNN, node: Node) -> list[int]:
+    dt = snn.delta_t[node.name]
+    return list(dt) if isinstance(dt, list) else [int(dt)] * node.channels
+
+
+def _steps(snn: IntegerSNN, node: Node) -> list[int]:
+    return snn.channel_time_steps.get(node.name) or [snn.train_length(node.name)] * node.channels
+
+
+def _centre_tap(term) -> bool:
+    """Whether a convolution's centre tap reads the input at the output's position (stride 1, "same" padding)."""
+    a, (kh, kw) = term.attrs, term.weight_shape[2:]
+    return a["stride"] == [1, 1] and kh % 2 == 1 and kw % 2 == 1 and \
+        a["padding"] == [a["dilation"][0] * (kh // 2), a["dilation"][1] * (kw // 2)]
+
+
+def _one_qlinear_conv(node: Node) -> bool:
+    """Whether the layer's terms fit one convolution: one conv term (any groups), or several conv terms of
+    one geometry and groups 1, plus shortcuts the centre tap carries."""
+    convs = [t for t in node.terms if t.op == "conv2d"]
+    if not convs or any(t.op == "linear" for t in node.terms):
+        return False
+    if len(node.terms) == 1:
+        return True
+    geometry = {(tuple(t.weight_shape[2:]), str(t.attrs["stride"]), str(t.attrs["padding"]), str(t.attrs["dilation"]))
+                for t in convs}
+    selects = len(convs) < len(node.terms)
+    return len(geometry) == 1 and all(t.attrs["groups"] == 1 for t in convs) and (not selects or _centre_tap(convs[0]))
+
+
+def rounding_holds(shift: int, steps: int, high: int) -> bool:
+    """Whether the qlinear requantization floors exactly every sum up to ``high`` of a channel with shift
+    ``dT`` and ``T`` steps: ``(2 Q + 1) 2^dT <= 2^23``, where ``Q = min(2^T - 2, floor(high / 2^dT))`` is the
+    largest output below the saturation that such a sum reaches.
+
+    The requantization computes ``round(fl(s 2^-dT (1 + 2^-23)))`` for ``s = sum - 2^(dT-1)``. With
+    ``sum = q 2^dT + r``: at ``r = 0`` the product exceeds ``q - 1/2`` by ``(q - 1/2) 2^-23``, at least a
+    float32 step, so it rounds to ``q`` (``q <= 0`` saturates to 0); at ``r = 2^dT - 1`` it stays below
+    ``q + 1/2`` while ``(q + 1/2) 2^-22 <= 2^-dT``, which the condition gives for every ``q <= Q`` (larger
+    ``q`` saturate). Rounding is monotone, so the residues in between follow."""
+    q = min((1 << steps) - 2, high >> shift)
+    return (2 * max(q, 0) + 1) << shift <= ROUNDING_LIMIT
+
+
+def channel_ranges(snn: IntegerSNN, node: Node) -> tuple[list[int], list[int]]:
+    """Each output channel's smallest and largest sum (bias included), from its weights and its sources'
+    values in ``[0, 2^T_src - 1]``."""
+    low = high = snn.biases[node.name].reshape(node.channels, -1).to(torch.int64)
+    low, high = low.amin(1), high.amax(1)
+    for t in node.terms:
+        w = snn.weights[t.param].to(torch.int64).reshape(snn.weights[t.param].shape[0], -1)
+        scale = _source_peak(snn, t.src)
+        if t.op == "linear" and t.attrs["mode"] == "sumpool":
+            scale *= snn.graph[t.src].shape[1] * snn.graph[t.src].shape[2]
+        low = low + w.clamp(max=0).sum(1) * scale
+        high = high + w.clamp(min=0).sum(1) * scale
+    return low.tolist(), high.tolist()
+
+
+def constant_channels(snn: IntegerSNN, node: Node) -> dict[int, int]:
+    """The output channels of a neuron layer whose value is the same for every input (their whole range
+    of sums floors and saturates to one number), with that value."""
+    caps = [(1 << t) - 1 for t in _steps(snn, node)]
+    out = {}
+    for c, (d, lo, hi, cap) in enumerate(zip(_shifts(snn, node), *channel_ranges(snn, node), caps)):
+        a, b = min(max(lo >> d, 0), cap), min(max(hi >> d, 0), cap)
+        if a == b:
+            out[c] = a
+    return out
+
+
+def _rounding_holds(snn: IntegerSNN, node: Node) -> bool:
+    constant = constant_channels(snn, node)
+    return all(c in constant or rounding_holds(d, t, hi) for c, (d, t, hi) in
+               enumerate(zip(_shifts(snn, node), _steps(snn, node), channel_ranges(snn, node)[1])))
+
+
+def plan(snn: IntegerSNN) -> list[Lowering]:
+    """The lowering of every layer (neuron layers and the readout), in graph order; raises
+    :class:`ConversionError` naming the layer for what ONNX's 8-bit integer operators cannot hold."""
+    for node in snn.graph.nodes:
+        if node.kind != "output" and snn.train_length(node.name) > 8:
+            raise ConversionError(f"layer {node.name}: its {snn.train_length(node.name)}-step trains do not fit the uint8 "
+                                  "activations of the ONNX export (T <= 8)")
+    out = []
+    for node in snn.graph.layers:
+        weights = [snn.weights[t.param] for t in node.terms]
+        bound = peak_input(snn.graph, node, weights, lambda s: _source_peak(snn, s)) + int(snn.biases[node.name].abs().max())
+        if bound + (1 << max(_shifts(snn, node))) >= INT32_LIMIT:
+            raise ConversionError(f"layer {node.name}: its sums can reach {bound}, beyond the int32 accumulators of ONNX's "
+                                  "integer operators")
+        largest = max(int(w.abs().max()) if w.numel() else 0 for w in weights)
+        if any(int(w.abs().max()) > 127 for t, w in zip(node.terms, weights) if t.op != "select" and w.numel()):
+            raise ConversionError(f"layer {node.name}: weights beyond 8 bits do not fit ONNX's integer operators")
+        peak = max(_source_peak(snn, t.src) for t in node.terms)
+        kind = "int8" if 2 * peak * largest <= PAIR_LIMIT else "uint8"
+        if node.kind == "output":
+            lowering = "readout"
+        elif (_one_qlinear_conv(node) and largest <= 127 and snn.biases[node.name].dim() == 1
+              and _rounding_holds(snn, node)):
+            lowering = "qlinear"
+        else:
+            lowering = "integer"
+        out.append(Lowering(node.name, lowering, kind, bound))
+    return out
+
+
+class _Builder:
+    """An ONNX graph under construction: initializers and nodes with fresh names; ``weights`` the SNN's."""
+
+    def __init__(self, onnx, weights: dict[str, np.ndarray]):
+        self.onnx, self.weights = onnx, weights
+        self.nodes, self.initializers, self.count = [], [], 0
+
+    def fresh(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def const(self, hint: str, array: np.ndarray) -> str:
+        name = self.fresh(hint)
+        self.initializers.append(self.onnx.numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str, output: str | None = None, **attrs) -> str:
+        output = output or self.fresh(hint)
+        self.nodes.append(self.onnx.helper.make_node(op_type, inputs, [output], name=self.fresh(op_type), **attrs))
+        return output
+
+
+def _per_channel(values, node: Node, dtype) -> np.ndarray:
+    """A per-output-channel vector shaped to broadcast against the layer's (N, C, ...) values."""
+    return np.asarray(values, dtype=dtype).reshape(-1, *([1] * (len(node.shape) - 1)))
+
+
+def _gather(b: _Builder, term, x: str) -> str:
+    channels = term.attrs.get("channels")
+    if channels is None:
+        return x
+    index = b.const("channels", np.maximum(np.asarray(channels, dtype=np.int64), 0))
+    return b.op("Gather", [x, index], "gathered", axis=1)
+
+
+def _conv_attrs(term) -> dict:
+    a = term.attrs
+    return {"strides": a["stride"], "pads": [*a["padding"], *a["padding"]], "dilations": a["dilation"], "group": a["groups"]}
+
+
+def _shortcut(b: _Builder, term, node: Node, x: str) -> tuple[str, np.ndarray]:
+    """A select term's input at the layer's shape (uint8: its channels, every stride-th position, the
+    zero channels padded in) and its gains (0 on zero channels)."""
+    x = _gather(b, term, x)
+    stride, dims = term.attrs["stride"], len(node.shape) - 1
+    if stride > 1:
+        x = b.op("Slice", [x, b.const("starts", np.zeros(dims, np.int64)), b.const("ends", np.full(dims, 1 << 62, np.int64)),
+                           b.const("axes", np.arange(2, 2 + dims, dtype=np.int64)), b.const("steps", np.full(dims, stride, np.int64))],
+                 "strided")
+    before, after = term.attrs["pad"]
+    if before or after:
+        pads = np.zeros(2 * (dims + 2), np.int64)
+        pads[1], pads[dims + 3] = before, after
+        x = b.op("Pad", [x, b.const("pads", pads)], "padded")
+    channels = term.attrs.get("channels")
+    gains = np.asarray(b.weights[term.param], np.int64).copy()
+    if channels is not None and min(channels) < 0:  # a -1 channel reads zeros: its gain is 0
+        read = [-1] * before + list(channels) + [-1] * after
+        gains[[i for i, c in enumerate(read) if c < 0]] = 0
+    return x, gains
+
+
+def _integer_term(b: _Builder, term, node: Node, values: dict[str, str]) -> str:
+    """One synapse term as an int32 tensor of the layer's shape (uint8 x uint8 products: exact for any weights)."""
+    tp = b.onnx.TensorProto
+    if term.op == "select":
+        x, gains = _shortcut(b, term, node, values[term.src])
+        return b.op("Mul", [b.op("Cast", [x], "wide", to=tp.INT32), b.const("gains", _per_channel(gains, node, np.int32))],
+                    "shortcut")
+    w = np.asarray(b.weights[term.param], np.int64)
+    x = _gather(b, term, values[term.src])
+    zeros = [b.const("x_zero", np.array(0, np.uint8)), b.const("w_zero", np.array(128, np.uint8))]
+    if term.op == "conv2d":
+        return b.op("ConvInteger", [x, b.const("w", (w + 128).astype(np.uint8)), *zeros], "conv", **_conv_attrs(term))
+    if term.attrs["mode"] == "sumpool":  # a global sum pool folded into the classifier: its sums exceed uint8
+        total = b.op("ReduceSum", [b.op("Cast", [x], "wide", to=tp.INT32), b.const("axes", np.array([2, 3], np.int64))],
+                     "pooled", keepdims=0)
+        return b.op("MatMul", [total, b.const("w", w.T.astype(np.int32))], "linear")
+    flat = b.op("Flatten", [x], "flat", axis=1)
+    return b.op("MatMulInteger", [flat, b.const("w", (w.T + 128).astype(np.uint8)), *zeros], "linear")
+
+
+def _integer_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, str]) -> str:
+    """The layer's int32 sums, bias included, then for a neuron layer ``min(max(sum, 0) >> dT, 2^T_c - 1)``
+    as uint8; the readout's sums become the int64 ``logits``."""
+    tp = b.onnx.TensorProto
+    acc = None
+    for term in node.terms:
+        part = _integer_term(b, term, node, values)
+        acc = part if acc is None else b.op("Add", [acc, part], "sum")
+    bias = snn.biases[node.name].cpu().numpy()
+    acc = b.op("Add", [acc, b.const("bias", _per_channel(bias, node, np.int32) if bias.ndim == 1 else bias.astype(np.int32))],
+               "biased")
+    if node.kind == "output":
+        return b.op("Cast", [acc], "logits", output="logits", to=tp.INT64)
+    acc = b.op("Cast", [b.op("Max", [acc, b.const("zero", np.array(0, np.int32))], "rectified")], "unsigned", to=tp.UINT32)
+    shifts = _shifts(snn, node)
+    if max(shifts):
+        amount = np.array(shifts[0], np.uint32) if len(set(shifts)) == 1 else _per_channel(shifts, node, np.uint32)
+        acc = b.op("BitShift", [acc, b.const("shift", amount)], "shifted", direction="RIGHT")
+    caps = [(1 << t) - 1 for t in _steps(snn, node)]
+    cap = np.array(caps[0], np.uint32) if len(set(caps)) == 1 else _per_channel(caps, node, np.uint32)
+    return b.op("Cast", [b.op("Min", [acc, b.const("cap", cap)], "saturated")], node.name, to=tp.UINT8)
+
+
+def qlinear_requantization(bias: np.ndarray, shifts: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """QLinearConv's int32 bias and per-channel float32 weight scales (with unit input and output scales)
+    that make its round-half-even requantization compute ``floor((sum + bias) / 2^dT)``: the bias lowered
+    by ``2^(dT-1)``, the scale ``2^-dT (1 + 2^-23)`` (1 where ``dT = 0``)."""
+    offset = np.array([(1 << d) >> 1 for d in shifts], np.int64)
+    scale = np.array([2.0 ** -d * (1.0 + NUDGE) if d else 1.0 for d in shifts], np.float32)
+    return (np.asarray(bias, np.int64) - offset).astype(np.int32), scale
+
+
+def _qlinear_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, str], weights: str) -> str:
+    """The whole layer in one QLinearConv (see the module docstring), then ``Min`` for trains under 8 steps."""
+    convs = [t for t in node.terms if t.op == "conv2d"]
+    kh, kw = convs[0].weight_shape[2:]
+    inputs, blocks = [], []
+    for term in convs:
+        inputs.append(_gather(b, term, values[term.src]))
+        blocks.append(np.asarray(b.weights[term.param], np.int64))
+    for term in node.terms:
+        if term.op == "select":  # the shortcut's gains on the centre tap of channels of its own
+            x, gains = _shortcut(b, term, node, values[term.src])
+            block = np.zeros((node.channels, node.channels, kh, kw), np.int64)
+            block[np.arange(node.channels), np.arange(node.channels), kh // 2, kw // 2] = gains
+            inputs.append(x)
+            blocks.append(block)
+    x = inputs[0] if len(inputs) == 1 else b.op("Concat", inputs, "stacked", axis=1)
+    w = np.concatenate(blocks, axis=1)
+    bias, shifts = snn.biases[node.name].cpu().numpy().astype(np.int64), _shifts(snn, node)
+    for c, value in constant_channels(snn, node).items():  # a channel that never changes: its value as the bias
+        w[c], bias[c], shifts[c] = 0, value, 0
+    bias, scale = qlinear_requantization(bias, shifts)
+    if weights == "int8":
+        w_const, w_zero = b.const("w", w.astype(np.int8)), b.const("w_zero", np.zeros(node.channels, np.int8))
+    else:
+        w_const, w_zero = b.const("w", (w + 128).astype(np.uint8)), b.const("w_zero", np.array(128, np.uint8))
+    y = b.op("QLinearConv", [x, b.const("x_scale", np.array(1.0, np.float32)), b.const("x_zero", np.array(0, np.uint8)),
+                             w_const, b.const("w_scale", scale), w_zero, b.const("y_scale", np.array(1.0, np.float32)),
+                             b.const("y_zero", np.array(0, np.uint8)), b.const("bias", bias)], node.name, **_conv_attrs(convs[0]))
+    caps = [(1 << t) - 1 for t in _steps(snn, node)]
+    if min(caps) < 255:
+        y = b.op("Min", [y, b.const("cap", _per_channel(caps, node, np.uint8))], node.name)
+    return y
+
+
+def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
+    """The SNN as an ``onnx.ModelProto`` (see the module docstring); ``batch`` fixes the batch size (default:
+    a free dimension ``N``). Raises :class:`ConversionError` naming the layer it cannot express."""
+    onnx, _ = require_onnx()
+    tp, helper = onnx.TensorProto, onnx.helper
+    lowerings = {low.layer: low for low in plan(snn)}
+    b = _Builder(onnx, {k: v.cpu().numpy() for k, v in snn.weights.items()})
+    graph = snn.graph
+    pixels = "pixels"
+    x = pixels
+    if snn.input_bits < 8:
+        x = b.op("BitShift", [pixels, b.const("input_shift", np.array(8 - snn.input_bits, np.uint8))], "input",
+                 direction="RIGHT")
+    values = {graph.input.name: x}
+    for node in graph.nodes[1:]:
+        if node.kind == "maxpool":
+            a = node.attrs
+            values[node.name] = b.op("MaxPool", [values[node.src]], node.name, kernel_shape=a["kernel"], strides=a["stride"],
+                                     pads=[*a["padding"], *a["padding"]])
+        elif lowerings[node.name].lowering == "qlinear":
+            values[node.name] = _qlinear_layer(b, snn, node, values, lowerings[node.name].weights)
+        else:
+            values[node.name] = _integer_layer(b, snn, node, values)
+    n = batch if batch is not None else "N"
+    inputs = [helper.make_tensor_value_info(pixels, tp.UINT8, [n, *graph.input.shape])]
+    outputs = [helper.make_tensor_value_info("logits", tp.INT64, [n, graph.output.channels])]
+    model = helper.make_model(helper.make_graph(b.nodes, "radix_snn", inputs, outputs, b.initializers),
+                              opset_imports=[helper.make_opsetid("", OPSET)], producer_name="radixsnn",
+                              producer_version=__version__)
+    model.ir_version = IR_VERSION
+    meta = metadata(snn, lowerings)
+    helper.set_model_props(model, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
+    return model
+
+
+def metadata(snn: IntegerSNN, lowerings: dict[str, Lowering] | None = None) -> dict:
+    """What an exported model's metadata holds (JSON-encoded per key): enough to read its logits as floats
+    (``logit_scale``) and to say which SNN it is, without radixsnn."""
+    lowerings = lowerings or {low.layer: low for low in plan(snn)}
+    neurons = [n.name for n in snn.graph.nodes if n.kind == "neuron"]
+    return {
+        "radixsnn.version": __version__,
+        "radixsnn.snn_digest": snn.digest(),
+        "radixsnn.logit_scale": [float(v) for v in snn.scales[snn.graph.output.name].reshape(-1).tolist()],
+        "radixsnn.time_steps": snn.time_steps,
+        "radixsnn.layer_time_steps": {name: snn.train_length(name) for name in neurons},
+        "radixsnn.channel_time_steps": snn.channel_time_steps,
+        "radixsnn.weight_bits": {n.name: snn.bits_of(n.name) for n in snn.graph.layers},
+        "radixsnn.input_bits": snn.input_bits,
+        "radixsnn.delta_t": snn.delta_t,
+        "radixsnn.lowering": {name: low.lowering for name, low in lowerings.items()},
+        "radixsnn.classes": snn.graph.output.channels,
+    }
+
+
+def export_onnx(snn: IntegerSNN, path: str | os.PathLike, *, check_images: int = 16) -> Path:
+    """Write ``snn`` as an ONNX model to ``path`` (atomically), after ``onnx.checker`` (full check) passed
+    and onnxruntime's logits equalled the integer logits of the SNN's QANN -- the reference every engine
+    equals -- on ``check_images`` random images (0: no run; an SNN without its QANN needs 0)."""
+    onnx, _ = require_onnx()
+    if not isinstance(check_images, int) or isinstance(check_images, bool) or check_images < 0:
+        raise ConfigError("check_images", f"must be a non-negative integer, got {check_images!r}")
+    from radixsnn.core.qann import QANN
+
+    qann = QANN.from_snn(snn) if check_images else None
+    if check_images and qann is None:
+        raise ConfigError("check_images", "needs the QANN an SNN file carries to check against; this SNN has none (use 0)")
+    model = to_onnx(snn)
+    onnx.checker.check_model(model, full_check=True)
+    data = model.SerializeToString()
+    if check_images:
+        g = torch.Generator().manual_seed(0)
+        images = torch.randint(0, 256, (check_images, *snn.graph.input.shape), dtype=torch.uint8, generator=g)
+        got = torch.from_numpy(_session(data).run(None, {"pixels": images.numpy()})[0])
+        with torch.no_grad():
+            if not torch.equal(got, qann.integer_logits(images)):
+                raise ConversionError("the exported ONNX model's logits differ from the QANN's: not written")
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), "out")
+
+
+def _session(data: bytes, threads: int | None = None):
+    _, ort = require_onnx()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: its notes on unused constants are not the user's business
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    return ort.InferenceSession(data, options, providers=providers)
+
+
+def run_onnx(snn: IntegerSNN, images: torch.Tensor) -> torch.Tensor:
+    """The int64 logits onnxruntime computes for uint8 ``images`` from the SNN's ONNX model (built once per
+    SNN object and kept on it)."""
+    session = getattr(snn, "_onnx_session", None)
+    if session is None:
+        session = _session(to_onnx(snn).SerializeToString())
+        snn._onnx_session = session
+    logits = session.run(None, {"pixels": images.cpu().contiguous().numpy()})[0]
+    return torch.from_numpy(logits).to(images.device)
