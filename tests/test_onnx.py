@@ -40,12 +40,7 @@ from test_zoo_layers import MEAN, STD, ZOO
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def few_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small networks: one thread is fastest
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
