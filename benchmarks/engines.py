@@ -12,7 +12,7 @@ uint8 unless --data-dir is given. Each timing is the best of --repeats runs, in 
 with --clock cpu, in CPU seconds of this process (steadier on a machine shared with other jobs).
 
     python benchmarks/engines.py [--model resnet20] [--weights FILE] [--images 512] [--batch-size 64]
-                                 [--repeats 3] [--threads N] [--time-steps 4,8] [--clock wall|cpu]
+                                 [--repeats 3] [--threads N] [--time-steps 4,8] [--weight-bits 8] [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs (default 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch, numba and onnxruntime threads (default torch's)")
     ap.add_argument("--time-steps", default="4,8", help="comma-separated T values (default 4,8)")
+    ap.add_argument("--weight-bits", type=int, default=8, help="weight bits of the SNNs (default 8)")
     ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
     args = ap.parse_args()
     clock = CLOCK[args.clock]
@@ -72,14 +73,14 @@ def main():
     with torch.no_grad():
         norm = [normalize(b, config.mean, config.std) for b in batches]
         f = best_time(model, norm, args.repeats, clock)
-    print(f"# {args.model}, {len(images)} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+    print(f"# {args.model}, {args.weight_bits}-bit weights, {len(images)} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.clock} clock")
     print(f"float32 forward: {f:.3f} s ({len(images) / f:.0f} img/s)")
     print("| T | spike engine s | spikes / (T x float) | integer engine s | integer / float | onnx engine s | onnx / float "
           "| qlinear layers |")
     print("|---|---|---|---|---|---|---|---|")
     for T in [int(t) for t in args.time_steps.split(",")]:
-        qann = rs.quantize(model, T)
+        qann = rs.quantize(model, T, weight_bits=args.weight_bits)
         qann.calibrate(images[:256], progress=False)
         snn = qann.to_snn()
         s = best_time(lambda xb: run_spikes(snn, xb), batches, args.repeats, clock)

@@ -1,4 +1,4 @@
-"""The benchmark scripts run: the GPU check in its CPU smoke mode, the bf16 training and per-layer
+"""The benchmark scripts run: the GPU check in its CPU smoke mode, the engine, bf16 training and per-layer
 convolution benchmarks at tiny sizes."""
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def test_gpu_check_smoke_runs_every_check_on_the_cpu(tmp_path, cifar10_dir):
     assert sum("== QANN" in c for c in checks) == 4 and any(c.startswith("train") for c in checks)
     assert any(c.startswith("finetune") for c in checks) and any(c.startswith("torchrun") for c in checks)
     assert proc.stdout.count("| yes |") == len(checks)
+
+
+def test_engine_benchmark_times_every_engine(tmp_path):
+    proc = run_script("engines.py", "--images", "8", "--batch-size", "4", "--repeats", "1", "--threads", "1",
+                      "--time-steps", "2", "--weight-bits", "7", cwd=tmp_path)
+    assert "# resnet20, 7-bit weights, 8 images" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| 2 |")).split("|")[1:-1]
+    assert len(row) == 8 and all(float(cell) > 0 for cell in row[1:7]) and row[7].strip().endswith("of 19")
 
 
 def test_training_benchmark_measures_both_precisions(tmp_path):
