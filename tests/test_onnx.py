@@ -118,12 +118,8 @@ def test_products_are_exact_within_the_pair_bound(w_type):
     assert np.array_equal(got, np.clip(np.round(acc / 1024), 0, 255))  # the plain multiplier rounds half to even
 
 
-def _onnx_logits(snn, x) -> torch.Tensor:
-    return torch.from_numpy(_session(to_onnx(snn)).run(None, {"pixels": x.numpy()})[0])
-
-
 def _assert_exact(snn, x):
-    assert torch.equal(_onnx_logits(snn, x), run_integer(snn, x).logits)
+    assert torch.equal(rs.run(snn, x, engine="onnx").logits, run_integer(snn, x).logits)
 
 
 # ----------------------------------------------------------------------------- real images
@@ -239,6 +235,25 @@ def test_what_onnx_cannot_hold_is_refused_naming_the_layer(tmp_path):
                           str(tmp_path / "t9.onnx")], capture_output=True, text=True)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "9-step trains" in out.stderr
     assert not (tmp_path / "t9.onnx").exists()
+
+
+@pytest.mark.parametrize("case", ["corrupt file", "out is a folder", "negative check images"])
+def test_export_refuses_bad_input_in_one_line(tmp_path, case):
+    snn_file, out = tmp_path / "net.snn", tmp_path / "net.onnx"
+    _small_snn().save(snn_file)
+    extra = []
+    if case == "corrupt file":
+        data = bytearray(snn_file.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        snn_file.write_bytes(bytes(data))
+    elif case == "out is a folder":
+        out.mkdir()
+    else:
+        extra = ["--check-images", "-1"]
+    proc = subprocess.run([sys.executable, "-m", "radixsnn", "export", str(snn_file), "--out", str(out), *extra],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and (out.is_dir() or not out.exists())
 
 
 def test_missing_extra_is_one_line(monkeypatch):

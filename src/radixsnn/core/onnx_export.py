@@ -81,13 +81,11 @@ def require_onnx():
 @dataclass(frozen=True)
 class Lowering:
     """How one layer becomes ONNX operators: ``lowering`` is ``"qlinear"``, ``"integer"`` or ``"readout"``;
-    ``weights`` the type of its weights in QLinearConv (``"int8"`` or ``"uint8"``); ``bound`` the largest
-    ``|sum|`` of the layer, bias included."""
+    ``weights`` the type of its weights in QLinearConv (``"int8"`` or ``"uint8"``)."""
 
     layer: str
     lowering: str
     weights: str
-    bound: int
 
 
 def _source_peak(snn: IntegerSNN, src: str) -> int:
@@ -153,12 +151,12 @@ def channel_ranges(snn: IntegerSNN, node: Node) -> tuple[list[int], list[int]]:
     return low.tolist(), high.tolist()
 
 
-def constant_channels(snn: IntegerSNN, node: Node) -> dict[int, int]:
+def constant_channels(snn: IntegerSNN, node: Node, ranges: tuple[list[int], list[int]] | None = None) -> dict[int, int]:
     """The output channels of a neuron layer whose value is the same for every input (their whole range
-    of sums floors and saturates to one number), with that value."""
+    of sums, ``ranges`` or :func:`channel_ranges`, floors and saturates to one number), with that value."""
     caps = [(1 << t) - 1 for t in _steps(snn, node)]
     out = {}
-    for c, (d, lo, hi, cap) in enumerate(zip(_shifts(snn, node), *channel_ranges(snn, node), caps)):
+    for c, (d, lo, hi, cap) in enumerate(zip(_shifts(snn, node), *(ranges or channel_ranges(snn, node)), caps)):
         a, b = min(max(lo >> d, 0), cap), min(max(hi >> d, 0), cap)
         if a == b:
             out[c] = a
@@ -166,9 +164,10 @@ def constant_channels(snn: IntegerSNN, node: Node) -> dict[int, int]:
 
 
 def _rounding_holds(snn: IntegerSNN, node: Node) -> bool:
-    constant = constant_channels(snn, node)
+    ranges = channel_ranges(snn, node)
+    constant = constant_channels(snn, node, ranges)
     return all(c in constant or rounding_holds(d, t, hi) for c, (d, t, hi) in
-               enumerate(zip(_shifts(snn, node), _steps(snn, node), channel_ranges(snn, node)[1])))
+               enumerate(zip(_shifts(snn, node), _steps(snn, node), ranges[1])))
 
 
 def plan(snn: IntegerSNN) -> list[Lowering]:
@@ -197,7 +196,7 @@ def plan(snn: IntegerSNN) -> list[Lowering]:
             lowering = "qlinear"
         else:
             lowering = "integer"
-        out.append(Lowering(node.name, lowering, kind, bound))
+        out.append(Lowering(node.name, lowering, kind))
     return out
 
 
@@ -224,7 +223,10 @@ class _Builder:
 
 
 def _per_channel(values, node: Node, dtype) -> np.ndarray:
-    """A per-output-channel vector shaped to broadcast against the layer's (N, C, ...) values."""
+    """A per-output-channel vector shaped to broadcast against the layer's (N, C, ...) values; a scalar
+    where every channel has the same value."""
+    if len(set(values)) == 1:
+        return np.array(values[0], dtype=dtype)
     return np.asarray(values, dtype=dtype).reshape(-1, *([1] * (len(node.shape) - 1)))
 
 
@@ -299,11 +301,10 @@ def _integer_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, s
     acc = b.op("Cast", [b.op("Max", [acc, b.const("zero", np.array(0, np.int32))], "rectified")], "unsigned", to=tp.UINT32)
     shifts = _shifts(snn, node)
     if max(shifts):
-        amount = np.array(shifts[0], np.uint32) if len(set(shifts)) == 1 else _per_channel(shifts, node, np.uint32)
-        acc = b.op("BitShift", [acc, b.const("shift", amount)], "shifted", direction="RIGHT")
+        acc = b.op("BitShift", [acc, b.const("shift", _per_channel(shifts, node, np.uint32))], "shifted", direction="RIGHT")
     caps = [(1 << t) - 1 for t in _steps(snn, node)]
-    cap = np.array(caps[0], np.uint32) if len(set(caps)) == 1 else _per_channel(caps, node, np.uint32)
-    return b.op("Cast", [b.op("Min", [acc, b.const("cap", cap)], "saturated")], node.name, to=tp.UINT8)
+    return b.op("Cast", [b.op("Min", [acc, b.const("cap", _per_channel(caps, node, np.uint32))], "saturated")], node.name,
+                to=tp.UINT8)
 
 
 def qlinear_requantization(bias: np.ndarray, shifts: list[int]) -> tuple[np.ndarray, np.ndarray]:
