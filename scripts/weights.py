@@ -3,7 +3,7 @@
     python scripts/weights.py publish RUN/best.safetensors --name mobilenet-cifar10 [--data-dir DIR]
     python scripts/weights.py table [--check]
 
-``publish`` reads a ``radixsnn train`` checkpoint and the run's JSON beside it, measures the fp16 copy's
+``publish`` reads a ``radixsnn train`` checkpoint and the run record it carries, measures the fp16 copy's
 accuracy on the whole test split, writes ``weights/NAME-<sha8>.safetensors`` (fp16, with the model,
 dataset, accuracy, the training command and commit in its metadata) and rewrites ``weights/SHA256SUMS``
 and ``weights/README.md``. ``table`` only rewrites those two; ``--check`` exits 1 if they differ from the
@@ -15,15 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
-from radixsnn.core.inputs import normalize
 from radixsnn.data.datasets import load_dataset
 from radixsnn.errors import RadixSNNError
-from radixsnn.models import create_model, model_config
-from radixsnn.models import published
-from radixsnn.models.weights import read_state_dict
+from radixsnn.models import create_model, published
+from radixsnn.training.state import load_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "weights"
@@ -40,17 +35,6 @@ def recipe(config: dict) -> str:
         flag = "--" + key.replace("_", "-")
         words += [flag] if value is True else [flag, str(value)]
     return " ".join(words)
-
-
-@torch.no_grad()
-def test_accuracy(model: torch.nn.Module, name: str, dataset: str, data_dir) -> float:
-    images, labels = load_dataset(dataset, data_dir, train=False)
-    mean, std = model_config(name).mean, model_config(name).std
-    correct = 0
-    for start in tqdm(range(0, len(images), 500), desc="test accuracy", leave=False):
-        x = normalize(images[start:start + 500], mean, std)
-        correct += int((model(x).argmax(1) == labels[start:start + 500]).sum())
-    return 100 * correct / len(images)
 
 
 def main(argv=None) -> int:
@@ -70,19 +54,21 @@ def main(argv=None) -> int:
                 return 0
             published.write_index(FOLDER)
             return 0
-        run = published.run_info(args.checkpoint.with_suffix(".json"))
-        config = run["config"]
-        state = published.as_fp16(read_state_dict(args.checkpoint))
-        model = create_model(config["model"], num_classes=run["num_classes"])
+        published.check_name(args.name)  # before the test-set pass
+        run = load_run(args.checkpoint)
+        config, meta = run.meta["config"], run.meta
+        state = published.as_fp16(run.model_state)
+        model = create_model(config["model"], num_classes=meta["num_classes"])
         model.load_state_dict(state)
-        accuracy = test_accuracy(model.eval(), config["model"], config["dataset"], args.data_dir)
-        seconds = sum(h.get("seconds") or 0.0 for h in run["history"])
-        info = {"model": config["model"], "dataset": config["dataset"], "num_classes": str(run["num_classes"]),
-                "accuracy": f"{accuracy:.2f}", "recipe": recipe(config), "commit": run["code"]["git"] or "unknown",
-                "epochs": str(run["epoch"]), "train_hours": f"{seconds / 3600:.1f}"}
+        images, labels = load_dataset(config["dataset"], args.data_dir, train=False)
+        accuracy = published.accuracy(model, config["model"], images, labels)
+        seconds = sum(h.get("seconds") or 0.0 for h in meta["history"])
+        info = {"model": config["model"], "dataset": config["dataset"], "num_classes": str(meta["num_classes"]),
+                "accuracy": f"{accuracy:.2f}", "recipe": recipe(config), "commit": meta["code"]["git"] or "unknown",
+                "epochs": str(meta["epoch"]), "train_hours": f"{seconds / 3600:.1f}"}
         path = published.write_published(state, FOLDER, name=args.name, info=info)
         published.write_index(FOLDER)
-        print(f"{path.relative_to(ROOT)}: {accuracy:.2f} % on the test split (training's best: {run['best']['test_acc']} %)")
+        print(f"{path.relative_to(ROOT)}: {accuracy:.2f} % on the test split (training's best: {meta['best']['test_acc']} %)")
         return 0
     except RadixSNNError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 import radixsnn as rs
-from radixsnn.core.inputs import normalize
 from radixsnn.data import load_cifar
 from radixsnn.errors import ConfigError
-from radixsnn.models import model_config, published
+from radixsnn.models import published
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "weights"
@@ -38,6 +37,25 @@ def test_each_file_loads_into_its_model(path):
         == {k: torch.float16 for k, v in model.state_dict().items() if v.is_floating_point()}
 
 
+@pytest.mark.parametrize("name, words", [("x", "not a radixsnn training checkpoint"), ("Bad Name", "name must be")])
+def test_publishing_something_else_is_one_line(tmp_path, name, words):
+    (tmp_path / "plain.safetensors").write_bytes(published.published_files(FOLDER)[0].read_bytes())
+    before = sorted(FOLDER.iterdir())
+    out = subprocess.run([sys.executable, "scripts/weights.py", "publish", str(tmp_path / "plain.safetensors"),
+                          "--name", name], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert words in out.stderr and sorted(FOLDER.iterdir()) == before
+
+
+def test_publishing_the_same_weights_gives_the_same_file(tmp_path):
+    """safetensors writes its metadata in hash order; the published bytes (and so the name) must not vary."""
+    source = FILES[0]
+    state, info = rs.models.weights.read_state_dict(source), published.read_info(source)
+    paths = [published.write_published(state, tmp_path / str(i), name="again", info=info) for i in range(3)]
+    assert len({p.name for p in paths}) == 1 and len({p.read_bytes() for p in paths}) == 1
+    assert published.read_info(paths[0]) == info | {"name": "again"}
+
+
 def test_damaged_or_renamed_files_are_refused(tmp_path):
     folder = tmp_path / "weights"
     shutil.copytree(FOLDER, folder)
@@ -59,10 +77,6 @@ def test_damaged_or_renamed_files_are_refused(tmp_path):
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_recorded_accuracy_is_the_files_own(path, cifar10_dir):
     info = published.read_info(path)
-    model = rs.create_model(info["model"], weights=path).eval()
-    cfg = model_config(info["model"])
+    model = rs.create_model(info["model"], num_classes=int(info["num_classes"]), weights=path)
     images, labels = load_cifar(info["dataset"], cifar10_dir, train=False)
-    with torch.no_grad():
-        correct = sum(int((model(normalize(x, cfg.mean, cfg.std)).argmax(1) == y).sum())
-                      for x, y in zip(images.split(500), labels.split(500)))
-    assert f"{100 * correct / len(images):.2f}" == info["accuracy"]
+    assert f"{published.accuracy(model, info['model'], images, labels):.2f}" == info["accuracy"]

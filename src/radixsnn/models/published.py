@@ -28,7 +28,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from radixsnn.core.inputs import normalize
 from radixsnn.errors import ConfigError
+from radixsnn.models.registry import model_config
 from radixsnn.outputs import atomic_write, write_text
 
 FORMAT = "radixsnn-weights"
@@ -48,16 +50,31 @@ def as_fp16(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: (v.to(torch.float16) if v.dtype.is_floating_point else v).contiguous() for k, v in state.items()}
 
 
+def _canonical(data: bytes) -> bytes:
+    """The safetensors bytes with their JSON header's keys sorted: safetensors writes the metadata in hash
+    order, which differs from run to run, and a published file's name carries its checksum."""
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the data stays 8-byte aligned, as safetensors writes it
+    return len(header).to_bytes(8, "little") + header + data[8 + size:]
+
+
+def check_name(name: str) -> str:
+    """``name`` if it can name published weights (lower-case letters, digits, ``.``, ``_``, ``-``)."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError("name", f"must be lower-case letters, digits, '.', '_' or '-', got {name!r}")
+    return name
+
+
 def write_published(state: dict[str, torch.Tensor], folder: str | Path, *, name: str, info: dict[str, str]) -> Path:
     """Write ``state`` as fp16 ``folder/<name>-<sha8>.safetensors`` with ``info`` (every key of
     :data:`FIELDS`) as its metadata; replaces an earlier file of the same ``name``. Returns the path."""
-    if not _NAME.match(name):
-        raise ConfigError("name", f"must be lower-case letters, digits, '.', '_' or '-', got {name!r}")
+    check_name(name)
     missing = [k for k in FIELDS if not isinstance(info.get(k), str)]
     if missing:
         raise ConfigError("info", f"needs the text fields {', '.join(missing)}")
     folder = Path(folder)
-    data = save(as_fp16(state), metadata={"format": FORMAT, "name": name, **{k: info[k] for k in FIELDS}})
+    data = _canonical(save(as_fp16(state), metadata={"format": FORMAT, "name": name, **{k: info[k] for k in FIELDS}}))
     path = folder / f"{name}-{_sha256(data)[:8]}.safetensors"
     for old in folder.glob(f"{name}-*.safetensors"):
         if old != path and read_info(old)["name"] == name:
@@ -129,9 +146,12 @@ def verify_folder(folder: str | Path) -> list[str]:
     return names
 
 
-def run_info(run_json: str | Path) -> dict:
-    """The config and history of a ``radixsnn train`` run (its ``best.json`` / ``last.json``)."""
-    data = json.loads(Path(run_json).read_text())
-    if data.get("format") != "radixsnn-run" or "config" not in data:
-        raise ConfigError("run", f"{run_json} is not a radixsnn training run's JSON file")
-    return data
+def accuracy(model: torch.nn.Module, name: str, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+    """Accuracy in percent of ``model``, the registered model ``name`` (whose config gives the input
+    normalization), on uint8 ``images``: what a published file's ``accuracy`` records for the test split."""
+    config = model_config(name)
+    correct = 0
+    with torch.no_grad():
+        for x, y in zip(images.split(batch_size), labels.split(batch_size)):
+            correct += int((model.eval()(normalize(x, config.mean, config.std)).argmax(1) == y).sum())
+    return 100 * correct / len(images)
