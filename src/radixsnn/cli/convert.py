@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from radixsnn.cli.options import add_float_model_args, add_progress_arg, add_weight_grid_args, channel_steps_text, check_fits_dataset, layer_values, load_float_model, nonnegative_int, positive_int, recorded_options
+from radixsnn.cli.options import add_float_model_args, add_progress_arg, add_weight_grid_args, channel_steps_text, check_fits_dataset, layer_values, load_float_model, model_preprocess, nonnegative_int, positive_int, recorded_options
 from radixsnn.core.convert import quantize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
-from radixsnn.data import calibration_images
+from radixsnn.data import calibration_images, folder_classes
 from radixsnn.models.weights import file_sha256
 from radixsnn.outputs import check_file
 from radixsnn.training.runtime import resolve_device
@@ -55,13 +55,17 @@ def run(args) -> int:
     qann = quantize(model, args.time_steps, weight_bits=args.weight_bits, input_bits=args.input_bits,
                     act_scale=args.act_scale, shift=args.shift,
                     weight_grid=args.weight_grid, gains=args.gains).to(device)
-    check_fits_dataset(qann.graph, args.dataset)
-    qann.calibrate(calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed).to(device),
-                   method=args.calib, progress=not args.no_progress)
+    check_fits_dataset(qann.graph, args.dataset, args.data_dir)
+    preprocess = model_preprocess(model, args, qann.graph.input.shape)
+    calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed, preprocess=preprocess,
+                               workers=args.workers)
+    qann.calibrate(calib.to(device), method=args.calib, progress=not args.no_progress)
     metadata = {
         "model": args.model,
         "dataset": args.dataset,
         "num_classes": int(qann.graph.output.channels),
+        "preprocess": preprocess.as_dict(),
+        **({"classes": list(folder_classes(args.data_dir))} if args.dataset == "folder" else {}),
         "weights": str(Path(args.weights).resolve()),
         "weights_sha256": file_sha256(args.weights),
         "how": "post-training",

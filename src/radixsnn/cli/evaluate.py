@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_progress_arg, channel_steps_text, positive_int
+from radixsnn.cli.options import add_data_args, add_preprocess_args, add_progress_arg, channel_steps_text, positive_int
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.evaluation import evaluate
 from radixsnn.core.onnx_export import require_onnx
 from radixsnn.core.snn import IntegerSNN
-from radixsnn.data import DATASETS, load_dataset, num_classes
+from radixsnn.data import ALL_DATASETS, Preprocess, TensorImages, first_images, iterate_batches, num_classes, open_split, preprocess_of
 from radixsnn.errors import ConfigError, ConversionError
 from radixsnn.models import create_model, list_models
 from radixsnn.models.weights import file_sha256
@@ -26,10 +26,10 @@ def register(sub) -> None:
         "operations.",
     )
     p.add_argument("file", help=".snn file written by convert or finetune")
-    p.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
-    p.add_argument("--dataset", default=None, choices=DATASETS, help="dataset (default: the file's)")
+    add_data_args(p, default=None)
+    add_preprocess_args(p, "the file's")
     p.add_argument("--engine", default="spikes", choices=ENGINES, help="spikes (default), integer or onnx")
-    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="evaluate the first N test images only")
+    p.add_argument("--limit", type=positive_int, default=None, metavar="N", help="evaluate N test images only: the first N (of a folder, N spread evenly over it)")
     p.add_argument("--batch-size", type=positive_int, default=250, help="images per batch (default 250)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:i (default cpu)")
     p.add_argument("--no-float", action="store_true", help="skip the float model even when its weights are found")
@@ -55,6 +55,16 @@ def float_model_of(snn: IntegerSNN) -> tuple[object, str]:
     return create_model(meta["model"], num_classes=classes, weights=path), "SHA-256 verified"
 
 
+def file_preprocess(snn: IntegerSNN, args) -> Preprocess:
+    """How folder images become the SNN's input: as recorded at conversion (an older file: resize and crop to
+    its input, bilinear), ``--crop-pct`` and ``--interpolation`` overriding it."""
+    recorded = snn.metadata.get("preprocess")
+    base = Preprocess.from_dict(recorded) if recorded is not None else Preprocess(tuple(snn.graph.input.shape))
+    if list(base.input_shape) != list(snn.graph.input.shape):
+        raise ConfigError("preprocess", f"recorded in {args.file} crops to {list(base.input_shape)}, but the SNN takes {snn.graph.input.shape}")
+    return preprocess_of(base, None, args.crop_pct, args.interpolation)
+
+
 def run(args) -> int:
     if args.limit is not None and args.limit < 1:
         raise ConfigError("limit", f"must be at least 1, got {args.limit}")
@@ -67,16 +77,23 @@ def run(args) -> int:
     device = resolve_device(args.device)
     snn = IntegerSNN.load(args.file)
     dataset = args.dataset or snn.metadata.get("dataset", "cifar10")
-    if dataset not in DATASETS:
-        raise ConfigError("dataset", f"{dataset!r} (recorded in {args.file}) is not one of {', '.join(DATASETS)}")
-    if num_classes(dataset) != snn.graph.output.channels:
-        raise ConfigError("dataset", f"{dataset} has {num_classes(dataset)} classes but {args.file} has {snn.graph.output.channels} outputs")
-    images, labels = load_dataset(dataset, args.data_dir, train=False)
-    if list(images.shape[1:]) != snn.graph.input.shape:
-        raise ConfigError("dataset", f"{dataset} images are {list(images.shape[1:])}, {args.file} takes {snn.graph.input.shape}")
+    if dataset not in ALL_DATASETS:
+        raise ConfigError("dataset", f"{dataset!r} (recorded in {args.file}) is not one of {', '.join(ALL_DATASETS)}")
+    classes = num_classes(dataset, args.data_dir)
+    if classes != snn.graph.output.channels:
+        raise ConfigError("dataset", f"{dataset} has {classes} classes but {args.file} has {snn.graph.output.channels} outputs")
+    split = open_split(dataset, args.data_dir, train=False, preprocess=file_preprocess(snn, args))
+    recorded = snn.metadata.get("classes")
+    if dataset == "folder" and isinstance(recorded, list) and list(split.classes) != recorded:
+        differ = next(f"{a!r} where {args.file} has {b!r}" for a, b in zip(split.classes, recorded) if a != b)
+        raise ConfigError("data_dir", f"{split.root} classes differ from those the SNN was converted with: {differ}")
+    if isinstance(split, TensorImages) and list(split.images.shape[1:]) != snn.graph.input.shape:
+        raise ConfigError("dataset", f"{dataset} images are {list(split.images.shape[1:])}, {args.file} takes {snn.graph.input.shape}")
+    chosen = first_images(split, args.limit)
     float_model, float_status = (None, "skipped (--no-float)") if args.no_float else float_model_of(snn)
-    res = evaluate(snn, images, labels, args.engine, float_model=float_model, batch_size=args.batch_size,
-                   device=device, limit=args.limit, progress=not args.no_progress)
+    batches = iterate_batches(split, chosen, args.batch_size, args.workers)
+    res = evaluate(snn, batches, None, args.engine, float_model=float_model, batch_size=args.batch_size,
+                   device=device, total=len(chosen), progress=not args.no_progress)
     res["file"] = str(args.file)
     res["dataset"] = dataset
     res["fp_check"] = float_status

@@ -13,7 +13,7 @@ from radixsnn.cli.options import add_model_spec_args, add_weight_grid_args, laye
 from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
 from radixsnn.core.engines import ENGINES
 from radixsnn.core.qann import ACT_SCALES, SHIFTS
-from radixsnn.data import DATASETS
+from radixsnn.data import ALL_DATASETS
 from radixsnn.training.qat import FINETUNE_DEFAULTS, finetune_run
 
 
@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         ),
     )
     add_model_spec_args(p, required=False)
-    p.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {FINETUNE_DEFAULTS['dataset']})")
+    p.add_argument("--dataset", choices=ALL_DATASETS, help=f"dataset (default {FINETUNE_DEFAULTS['dataset']})")
     p.add_argument("--time-steps", "-T", type=layer_values, metavar="T|default=T,LAYER=T,...|FILE.json",
                    help="T, the length of every spike train (1..16; required), or one per layer as in convert")
     p.add_argument("--weight-bits", type=layer_values, metavar="B|default=B,LAYER=B,...|FILE.json",
@@ -76,5 +76,5 @@ def run(args) -> int:
     config, given = run_config(args, FINETUNE_DEFAULTS)
     finetune_run(config, args.out, given=given, resume=args.resume, data_dir=args.data_dir, download=args.download,
                  device=args.device, engine=args.engine, eval_images=args.eval_images, amp=args.amp,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress, workers=args.workers)
     return 0

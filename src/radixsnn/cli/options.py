@@ -17,7 +17,9 @@ import torch
 import torch.nn as nn
 
 from radixsnn.core.qann import DEFAULT_GAINS, DEFAULT_WEIGHT_GRID, GAINS, WEIGHT_GRIDS
-from radixsnn.data import load_cifar, num_classes
+from radixsnn.core.inputs import CONFIG_ATTRIBUTE
+from radixsnn.data import (ALL_DATASETS, DEFAULT_WORKERS, INTERPOLATIONS, Preprocess, TensorImages, first_images, num_classes, open_split,
+                           preprocess_of, take_images)
 from radixsnn.errors import ConfigError
 from radixsnn.models import list_models, load_model
 
@@ -66,6 +68,7 @@ below_one = _number(float, lambda v: 0 <= v < 1, "must lie in [0, 1)")
 positive_int = _number(int, lambda v: v >= 1, "must be at least 1")
 nonnegative_int = _number(int, lambda v: v >= 0, "must not be negative")
 percentile = _number(float, lambda v: 0 < v <= 100, "must be a percentile in (0, 100]")
+crop_fraction = _number(float, lambda v: 0 < v <= 1, "must lie in (0, 1]")
 
 
 def json_object(text: str) -> dict:
@@ -162,8 +165,30 @@ def add_model_spec_args(parser: argparse.ArgumentParser, required: bool = True, 
     parser.add_argument("--std", type=positive_float, nargs=3, metavar=("R", "G", "B"),
                         help="input normalization: per-channel standard deviation (a registered model has its own)")
     parser.add_argument("--input-shape", type=shape3, metavar="C,H,W", help="one input image's shape (default 3,32,32)")
+    add_preprocess_args(parser, "the model's")
     parser.add_argument("--weights", required=required, help="float checkpoint: a state dict, {state_dict|model|net|model_state_dict: ...}, "
                         f"DataParallel 'module.' keys, safetensors or a radixsnn checkpoint; torch files read with weights_only{need}")
+
+
+def add_preprocess_args(parser: argparse.ArgumentParser, default: str) -> None:
+    """Add ``--crop-pct --interpolation``: how a folder's images are brought to the input size."""
+    parser.add_argument("--crop-pct", type=crop_fraction, metavar="F",
+                        help="folder images: resize the shorter side to max(H, W) / F, then take the centre H x W crop "
+                        f"(default {default}: 1.0 for the CIFAR models, 0.875 for torchvision's)")
+    parser.add_argument("--interpolation", choices=INTERPOLATIONS,
+                        help=f"folder images: the resampling filter of the resize (default {default}: bilinear)")
+
+
+def add_data_args(parser: argparse.ArgumentParser, datasets=ALL_DATASETS, default: str | None = "cifar10") -> None:
+    """Add ``--dataset --data-dir --workers``."""
+    what = default or "the file's"
+    parser.add_argument("--dataset", default=default, choices=datasets,
+                        help=f"dataset (default {what}); folder: --data-dir holds train/ and val/ with one "
+                        "sub-folder of images per class")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data; "
+                        "required for --dataset folder)")
+    parser.add_argument("--workers", type=nonnegative_int, default=DEFAULT_WORKERS,
+                        help=f"processes decoding folder images (default {DEFAULT_WORKERS}, 0 = decode in this one)")
 
 
 def add_progress_arg(parser: argparse.ArgumentParser) -> None:
@@ -180,40 +205,51 @@ def recorded_options(args: argparse.Namespace, *omit: str) -> dict:
 def add_float_model_args(parser: argparse.ArgumentParser) -> None:
     """Add the model options and ``--dataset --data-dir``: a float network and its data."""
     add_model_spec_args(parser)
-    parser.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"), help="dataset (default cifar10)")
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
+    add_data_args(parser, ("cifar10", "cifar100", "folder"))
 
 
 def add_model_args(parser: argparse.ArgumentParser, images_default: int | None) -> None:
     """Add ``--model --weights --dataset --data-dir --images --batch-size``."""
     add_float_model_args(parser)
     what = "all" if images_default is None else str(images_default)
-    parser.add_argument("--images", type=positive_int, default=images_default, metavar="N", help=f"use the first N test images (default {what})")
+    parser.add_argument("--images", type=positive_int, default=images_default, metavar="N", help=f"use N test images: the first N (of a folder, N spread evenly over it) (default {what})")
     parser.add_argument("--batch-size", type=positive_int, default=100, help="images per batch (default 100)")
 
 
 def load_float_model(args) -> nn.Module:
     """The float network named by ``--model`` with ``--weights`` loaded, in eval mode."""
-    return load_model(args.model, model_args=args.model_args, num_classes=num_classes(args.dataset), weights=args.weights,
-                      mean=args.mean, std=args.std, input_shape=args.input_shape)
+    return load_model(args.model, model_args=args.model_args, num_classes=num_classes(args.dataset, args.data_dir),
+                      weights=args.weights, mean=args.mean, std=args.std, input_shape=args.input_shape,
+                      crop_pct=args.crop_pct, interpolation=args.interpolation)
 
 
-def load_test_images(args) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``--images`` test images and labels of ``--dataset``."""
-    images, labels = load_cifar(args.dataset, args.data_dir, train=False)
-    if args.images is not None:
-        if args.images < 1:
-            raise ConfigError("images", f"must be at least 1, got {args.images}")
-        images, labels = images[: args.images], labels[: args.images]
+def model_preprocess(model: nn.Module, args, input_shape=None) -> Preprocess:
+    """How ``--dataset folder`` images become ``model``'s input (``input_shape``, default its config's): its
+    config's crop and filter, or the defaults for a model without one, ``--crop-pct`` and ``--interpolation``
+    overriding them."""
+    return preprocess_of(getattr(model, CONFIG_ATTRIBUTE, None), input_shape, args.crop_pct, args.interpolation)
+
+
+def load_test_images(args, preprocess: Preprocess | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``--images`` test images and labels of ``--dataset`` (:func:`radixsnn.data.first_images`; a folder's
+    decoded through ``preprocess``): these commands hold their images in memory, ``--images`` bounds them."""
+    if args.images is not None and args.images < 1:
+        raise ConfigError("images", f"must be at least 1, got {args.images}")
     if args.batch_size < 1:
         raise ConfigError("batch_size", f"must be at least 1, got {args.batch_size}")
-    return images, labels
+    split = open_split(args.dataset, args.data_dir, train=False, preprocess=preprocess)
+    chosen = first_images(split, args.images)
+    if isinstance(split, TensorImages):
+        return split.images[:len(chosen)], split.targets[:len(chosen)]
+    return take_images(split, chosen, args.workers), split.targets[chosen]
 
 
-def check_fits_dataset(graph, dataset: str) -> None:
-    """A converted network must take the dataset's 3x32x32 images and have one output per class."""
-    if list(graph.input.shape) != [3, 32, 32]:
+def check_fits_dataset(graph, dataset: str, data_dir=None) -> None:
+    """A converted network must take the dataset's images (CIFAR: 3x32x32; a folder's are cropped to the
+    network's input) and have one output per class."""
+    if dataset != "folder" and list(graph.input.shape) != [3, 32, 32]:
         raise ConfigError("input_shape", f"{graph.input.shape} is not the {dataset} images' [3, 32, 32]")
-    if graph.output.channels != num_classes(dataset):
-        raise ConfigError("dataset", f"{dataset} has {num_classes(dataset)} classes but the model has {graph.output.channels} "
+    classes = num_classes(dataset, data_dir)
+    if graph.output.channels != classes:
+        raise ConfigError("dataset", f"{dataset} has {classes} classes but the model has {graph.output.channels} "
                                      "outputs (set them with --model-args, or choose --dataset)")

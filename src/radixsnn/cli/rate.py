@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_model_args, add_progress_arg, below_one, int_list, load_float_model, load_test_images, percentile, positive_int
-from radixsnn.data import load_cifar
+from radixsnn.cli.options import add_model_args, add_progress_arg, below_one, int_list, load_float_model, load_test_images, model_preprocess, percentile, positive_int
+from radixsnn.data import open_split, split_images
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.rate import MAX_RATE_STEPS, evaluate_rate
 from radixsnn.outputs import check_file, write_json
@@ -41,8 +41,9 @@ def run(args) -> int:
     if args.time_steps[-1] > MAX_RATE_STEPS:
         raise ConfigError("time_steps", f"must lie in 1..{MAX_RATE_STEPS}, got up to {args.time_steps[-1]}")
     model = load_float_model(args)
-    images, labels = load_test_images(args)
-    calib, _ = load_cifar(args.dataset, args.data_dir, train=True)
+    preprocess = model_preprocess(model, args)
+    images, labels = load_test_images(args, preprocess)
+    calib = split_images(open_split(args.dataset, args.data_dir, train=True, preprocess=preprocess), args.workers)
     summary = evaluate_rate(
         model, images, labels, args.time_steps, calib[: args.calib_images],
         percentile=args.percentile, init_membrane=args.init_membrane, batch_size=args.batch_size,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import add_model_args, add_progress_arg, int_list, load_float_model, load_test_images, percentile
+from radixsnn.cli.options import add_model_args, add_progress_arg, int_list, load_float_model, load_test_images, model_preprocess, percentile
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.coding_error import coding_error, write_csv
 from radixsnn.experiments.rate import MAX_RATE_STEPS
@@ -37,7 +37,7 @@ def run(args) -> int:
     if args.rate_steps[-1] > MAX_RATE_STEPS:
         raise ConfigError("rate_steps", f"must lie in 1..{MAX_RATE_STEPS}, got up to {args.rate_steps[-1]}")
     model = load_float_model(args)
-    images, _ = load_test_images(args)
+    images, _ = load_test_images(args, model_preprocess(model, args))
     report = coding_error(model, images, args.radix_steps, args.rate_steps, args.percentile, args.batch_size,
                           progress=not args.no_progress)
     write_csv(report, out / "coding_error.csv")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radixsnn.cli.options import (add_float_model_args, add_progress_arg, channel_steps_text, int_list, load_float_model, nonnegative_int,
+from radixsnn.cli.options import (add_float_model_args, add_progress_arg, channel_steps_text, int_list, load_float_model, model_preprocess, nonnegative_int,
                                   positive_int, recorded_options)
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE
-from radixsnn.data import load_cifar
+from radixsnn.data import open_split, split_images
 from radixsnn.experiments.search import CHANNEL_LEVEL_STEP, GRANULARITIES, METHODS, SEARCH_DEFAULTS, check_search_options, search_time_steps
 from radixsnn.outputs import check_folder, write_json
 
@@ -75,7 +75,8 @@ def run(args) -> int:
     check_search_options(args.base, args.candidates, args.budget, args.weight_bits, args.sensitivity_images, args.confidence, args.method,
                          args.granularity, args.act_scale)
     model = load_float_model(args)
-    images, labels = load_cifar(args.dataset, args.data_dir, train=True)
+    train = open_split(args.dataset, args.data_dir, train=True, preprocess=model_preprocess(model, args))
+    images, labels = split_images(train, args.workers), train.targets
     result = search_time_steps(
         model, images, labels, base=args.base, candidates=args.candidates, budget=args.budget,
         confidence=args.confidence, method=args.method, holdout=args.holdout,

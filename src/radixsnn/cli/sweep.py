@@ -12,6 +12,7 @@ from radixsnn.cli.options import (
     int_list,
     load_float_model,
     load_test_images,
+    model_preprocess,
     nonnegative_int,
     positive_float,
     positive_int,
@@ -19,7 +20,7 @@ from radixsnn.cli.options import (
 )
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_SHIFT, SHIFTS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant
-from radixsnn.data import augmentation_for, calibration_images, load_cifar
+from radixsnn.data import augmentation_for, calibration_images, open_split, split_images
 from radixsnn.errors import ConfigError
 from radixsnn.experiments.sweep import add_results, reusable_rows, rows_from_results, sweep, write_csv
 from radixsnn.models.weights import file_sha256
@@ -101,18 +102,19 @@ def run(args) -> int:
     if args.reuse is not None:  # read and checked before any point is computed
         reuse = reusable_rows(args.reuse, config)
         config["from"] = str(args.reuse)
-    images, labels = load_test_images(args)
+    preprocess = model_preprocess(model, args)
+    images, labels = load_test_images(args, preprocess)
     steps = args.finetune_steps
     train_x = train_y = None
     if steps or args.finetune_epochs is not None:
         if args.train_images < 1:
             raise ConfigError("train_images", f"must be at least 1, got {args.train_images}")
-        all_x, all_y = load_cifar(args.dataset, args.data_dir, train=True)
-        idx = torch.randperm(len(all_x), generator=torch.Generator().manual_seed(args.seed + 1))[: args.train_images]
-        train_x, train_y = all_x[idx], all_y[idx]
+        train = open_split(args.dataset, args.data_dir, train=True, preprocess=preprocess)
+        idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed + 1))[: args.train_images]
+        train_x, train_y = split_images(train, args.workers)[idx], train.targets[idx]
         if args.finetune_epochs is not None:
             steps = max(1, round(args.finetune_epochs * len(train_x) / args.finetune_batch))
-    calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed)
+    calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed, preprocess=preprocess, workers=args.workers)
     rows = sweep(model, images, labels, calib, args.time_steps, args.weight_bits, steps, train_x, train_y,
                  batch_size=args.batch_size, finetune_batch=args.finetune_batch, lr=args.lr, calib=args.calib,
                  augment=augmentation_for(args.dataset), seed=args.seed, act_scale=args.act_scale, shift=args.shift,

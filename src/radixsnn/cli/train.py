@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from radixsnn.cli.training_options import add_run_options, add_runtime_options, run_config
-from radixsnn.data import DATASETS
+from radixsnn.data import ALL_DATASETS
 from radixsnn.models import list_models
 from radixsnn.training.float_run import TRAIN_DEFAULTS, train_run
 
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument("--model", help=f"architecture: {', '.join(list_models())} (required for a new run)")
-    p.add_argument("--dataset", choices=DATASETS, help=f"dataset (default {TRAIN_DEFAULTS['dataset']})")
+    p.add_argument("--dataset", choices=ALL_DATASETS, help=f"dataset (default {TRAIN_DEFAULTS['dataset']})")
     add_run_options(p, TRAIN_DEFAULTS)
     add_runtime_options(p)
     p.set_defaults(func=run)
@@ -27,5 +27,5 @@ def register(subparsers) -> None:
 def run(args) -> int:
     config, given = run_config(args, TRAIN_DEFAULTS)
     train_run(config, args.out, given=given, resume=args.resume, data_dir=args.data_dir, download=args.download,
-              device=args.device, amp=args.amp, progress=not args.no_progress)
+              device=args.device, amp=args.amp, progress=not args.no_progress, workers=args.workers)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from radixsnn.cli.options import below_one, nonnegative_float, nonnegative_int, positive_float, positive_int
+from radixsnn.data import DEFAULT_WORKERS
 from radixsnn.training.trainer import SCHEDULES
 
 
@@ -68,7 +69,10 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
         help="mixed precision of the training passes: autocast to bf16 (plain --amp; CUDA, or a CPU, where "
         "evaluation stays float32) or fp16 with loss scaling (CUDA only); default float32",
     )
-    parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data)")
+    parser.add_argument("--data-dir", default=None, help="dataset folder (default $RADIXSNN_DATA_DIR, else ~/.cache/radixsnn/data); "
+                        "with --dataset folder: the folder holding train/ and val/, one sub-folder of images per class")
+    parser.add_argument("--workers", type=nonnegative_int, default=DEFAULT_WORKERS,
+                        help=f"processes decoding folder images (default {DEFAULT_WORKERS}, 0 = decode in this one)")
     parser.add_argument("--download", action="store_true", help="download the official CIFAR archive if the data is missing")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (the per-epoch lines stay)")
 

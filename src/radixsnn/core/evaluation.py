@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from typing import Iterable
 
 import torch
 import torch.nn as nn
@@ -17,8 +18,8 @@ from radixsnn.errors import ConfigError
 
 def evaluate(
     snn: IntegerSNN,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: torch.Tensor | Iterable[tuple[torch.Tensor, torch.Tensor]],
+    labels: torch.Tensor | None = None,
     engine: str = "integer",
     *,
     qann: QANN | None = None,
@@ -26,9 +27,14 @@ def evaluate(
     batch_size: int = 250,
     device: str | torch.device = "cpu",
     limit: int | None = None,
+    total: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Run ``engine`` over ``images`` (uint8, N x C x H x W) and compare with the QANN and the float model.
+
+    ``images`` and ``labels`` are tensors, or ``images`` is an iterable of ``(uint8 images, labels)`` batches
+    (a streamed image folder, :func:`radixsnn.data.iterate_batches`; ``labels`` then ``None``, ``total``
+    the number of images it yields, for the progress bar) and ``batch_size`` is the batches' own.
 
     Returns the fields of ``radixsnn evaluate --json``: ``accuracy`` (the SNN's), ``qann_accuracy``,
     ``fp_accuracy`` (with ``float_model``), ``agreement`` (the fraction of images whose engine logits equal
@@ -48,12 +54,20 @@ def evaluate(
         raise ConfigError("engine", f"must be one of {', '.join(ENGINES)}, got {engine!r}")
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be at least 1, got {batch_size}")
-    if limit is not None:
-        if limit < 1:
-            raise ConfigError("limit", f"must be at least 1, got {limit}")
+    if limit is not None and limit < 1:
+        raise ConfigError("limit", f"must be at least 1, got {limit}")
+    if isinstance(images, torch.Tensor):
+        if labels is None or len(images) != len(labels) or len(images) == 0:
+            got = "no" if labels is None else len(labels)
+            raise ConfigError("labels", f"must be as many as the images (at least one): {got} labels, {len(images)} images")
         images, labels = images[:limit], labels[:limit]
-    if len(images) != len(labels) or len(images) == 0:
-        raise ConfigError("labels", f"must be as many as the images (at least one): {len(labels)} labels, {len(images)} images")
+        total = len(images)
+        batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, total, batch_size))
+    elif labels is not None:
+        raise ConfigError("labels", "must be None when images is an iterable of (images, labels) batches")
+    else:
+        batches = images
+        total = min(total, limit) if total is not None and limit is not None else (total or limit)
     device = torch.device(device)
     qann = qann if qann is not None else QANN.from_snn(snn)
     if qann is not None:
@@ -67,12 +81,19 @@ def evaluate(
     spikes: dict[str, int] = {}
     spike_maps: dict[str, torch.Tensor] = {}
     seconds = 0.0
-    n = len(images)
-    bar = tqdm(total=n, desc=f"evaluate ({engine})", unit="img", disable=not progress, leave=False)
+    n = 0
+    bar = tqdm(total=total, desc=f"evaluate ({engine})", unit="img", disable=not progress, leave=False)
     with torch.no_grad():
-        for start in range(0, n, batch_size):
-            xb = images[start:start + batch_size].to(device)
-            yb = labels[start:start + batch_size].to(device)
+        for xb, yb in batches:
+            if limit is not None and n + len(xb) > limit:
+                xb, yb = xb[:limit - n], yb[:limit - n]
+            if len(xb) == 0:
+                break
+            if xb.dtype != torch.uint8 or list(xb.shape[1:]) != list(snn.graph.input.shape):
+                raise ConfigError("images", f"must be uint8 of shape (N, {', '.join(map(str, snn.graph.input.shape))}), "
+                                            f"got {xb.dtype} {tuple(xb.shape)}")
+            n += len(xb)
+            xb, yb = xb.to(device), yb.to(device)
             t0 = time.perf_counter()
             res = run(snn_dev, xb, engine)
             if device.type == "cuda":
@@ -90,7 +111,11 @@ def evaluate(
             for k, v in res.spike_maps.items():
                 spike_maps[k] = spike_maps[k] + v if k in spike_maps else v
             bar.update(len(xb))
+            if limit is not None and n >= limit:
+                break
     bar.close()
+    if n == 0:
+        raise ConfigError("images", "must hold at least one image")
     result = {
         "engine": engine,
         "images": n,

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from radixsnn.errors import ConfigError, DataError
+from radixsnn.data.folder import folder_classes
+from radixsnn.errors import DataError
 
 DATA_ENV = "RADIXSNN_DATA_DIR"
 
@@ -118,10 +119,13 @@ def _batch_arrays(batch, path: Path, label_key: str, classes: int) -> tuple[np.n
     return np.ascontiguousarray(data).reshape(-1, 3, 32, 32), lab.astype(np.int64)
 
 
-def num_classes(dataset: str) -> int:
-    """Number of classes of ``dataset`` (CIFAR-100: the 100 fine classes)."""
+def num_classes(dataset: str, data_dir=None) -> int:
+    """Number of classes of ``dataset`` (CIFAR-100: the 100 fine classes; ``folder``: the class folders
+    under ``data_dir``)."""
     if dataset == "digits":
         return 10
+    if dataset == "folder":
+        return len(folder_classes(data_dir))
     return _layout(dataset)[4]
 
 
@@ -322,12 +326,3 @@ def load_dataset(dataset: str, data_dir=None, train: bool = False, *, download: 
     if dataset == "digits":
         return load_digits(train)
     return load_cifar(dataset, data_dir, train, download=download)
-
-
-def calibration_images(dataset: str, data_dir, count: int, seed: int = 0) -> torch.Tensor:
-    """``count`` training images of ``dataset`` drawn with ``seed`` (the test split is never used to calibrate)."""
-    if not isinstance(count, int) or count < 1:
-        raise ConfigError("calib_images", f"must be at least 1, got {count!r}")
-    images, _ = load_dataset(dataset, data_dir, train=True)
-    idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-    return images[idx]

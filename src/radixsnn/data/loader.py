@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import torch
 
 from radixsnn.data.augment import cifar_augment
+from radixsnn.data.splits import LazyImages, iterate_batches
 from radixsnn.errors import ConfigError
 
 
@@ -92,15 +93,38 @@ class DeviceLoader:
             batches = -(-len(range(self.rank, len(self.images), self.world_size)) // self.batch_size)
         return min(batches, self.limit_batches) if self.limit_batches else batches
 
+    def _batches(self, idx: torch.Tensor):
+        for b in range(len(self)):
+            take = idx[b * self.batch_size : (b + 1) * self.batch_size].to(self.device)
+            yield self.images[take], self.labels[take]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        idx = self.indices().to(self.device)
         generator = None
         if self.augment is not None:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(derive_seed(self.seed, "augment", self.epoch, self.rank))
-        for b in range(len(self)):
-            take = idx[b * self.batch_size : (b + 1) * self.batch_size]
-            images, labels = self.images[take], self.labels[take]
+        for images, labels in self._batches(self.indices()):
             if generator is not None:
                 images = self.augment(images, generator)
             yield images, labels
+
+
+class StreamLoader(DeviceLoader):
+    """A :class:`DeviceLoader` over a split too large to hold (an image folder): the same order, shards,
+    batches and augmentation draws, but each batch is decoded from ``split`` by ``workers`` processes
+    when it is served and only then moved to ``device``. ``images`` indexes the split lazily
+    (:class:`~radixsnn.data.splits.LazyImages`), for calibration draws."""
+
+    def __init__(self, split, batch_size: int, *, workers: int = 0, device: torch.device | str = "cpu", train: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, limit_batches: int | None = None,
+                 augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = cifar_augment):
+        placeholder = torch.zeros(len(split), 1, 1, 1, dtype=torch.uint8)  # only its length is read
+        super().__init__(placeholder, split.targets, batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
+                         limit_batches=limit_batches, augment=augment)
+        self.device = torch.device(device)
+        self.split, self.workers = split, workers
+        self.images = LazyImages(split, workers)
+
+    def _batches(self, idx: torch.Tensor):
+        for images, labels in iterate_batches(self.split, idx[: len(self) * self.batch_size].tolist(), self.batch_size, self.workers):
+            yield images.to(self.device), labels.to(self.device)

@@ -72,18 +72,21 @@ def load_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     input_shape: Sequence[int] | None = None,
+    crop_pct: float | None = None,
+    interpolation: str | None = None,
 ) -> nn.Module:
     """The model ``spec`` names, with ``weights`` loaded (then in eval mode) and its input configuration.
 
-    A registered model gets ``num_classes`` and its registry config (``mean`` / ``std`` / ``input_shape``
-    override it); another model gets a config only when ``mean`` and ``std`` are given, and has the
-    classes it computes. ``model_args`` are the keyword arguments of a callable outside the registry.
+    A registered model gets ``num_classes`` and its registry config (``mean`` / ``std`` / ``input_shape`` /
+    ``crop_pct`` / ``interpolation`` override it); another model gets a config only when ``mean`` and
+    ``std`` are given, and has the classes it computes. ``model_args`` are the keyword arguments of a callable outside the registry.
     """
     if not isinstance(spec, str) or not spec:
         raise ConfigError("model", f"must name a model, got {spec!r}")
     if model_args is not None and not isinstance(model_args, dict):
         raise ConfigError("model_args", f"must be a mapping of keyword arguments, got {type(model_args).__name__}")
     overrides = {k: tuple(v) for k, v in (("mean", mean), ("std", std), ("input_shape", input_shape)) if v is not None}
+    overrides.update({k: v for k, v in (("crop_pct", crop_pct), ("interpolation", interpolation)) if v is not None})
     if is_registered(spec):
         if model_args:
             raise ConfigError("model_args", f"are for models outside the registry; {spec!r} takes none")
@@ -100,9 +103,7 @@ def load_model(
         if not isinstance(model, nn.Module):
             raise ConfigError("model", f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
         if "mean" in overrides and "std" in overrides:
-            setattr(model, CONFIG_ATTRIBUTE, ModelConfig(spec, overrides["mean"], overrides["std"],
-                                                         overrides.get("input_shape", (3, 32, 32)),
-                                                         num_classes or 0))
+            setattr(model, CONFIG_ATTRIBUTE, ModelConfig(spec, **overrides, num_classes=num_classes or 0))
     if weights is not None:
         load_weights(model, weights)
     return model.eval()

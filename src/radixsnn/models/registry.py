@@ -21,7 +21,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class ModelConfig:
     """What a registered model expects: per-channel input ``mean`` / ``std`` (of pixels scaled to [0, 1]),
-    one image's ``input_shape`` and the default ``num_classes``."""
+    one image's ``input_shape``, the default ``num_classes``, and how an image of another size is brought to
+    ``input_shape`` (:class:`radixsnn.data.Preprocess`: the shorter side resized to ``max(H, W) / crop_pct``
+    with ``interpolation``, then the centre crop)."""
 
     name: str
     mean: tuple[float, ...] = IMAGENET_MEAN
@@ -29,6 +31,8 @@ class ModelConfig:
     input_shape: tuple[int, int, int] = (3, 32, 32)
     num_classes: int = 10
     description: str = ""
+    crop_pct: float = 1.0
+    interpolation: str = "bilinear"
 
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelConfig]] = {}

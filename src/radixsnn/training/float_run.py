@@ -7,6 +7,7 @@ from pathlib import Path
 
 from radixsnn.core.inputs import normalize
 from radixsnn.data.datasets import num_classes
+from radixsnn.data.folder import DEFAULT_WORKERS, preprocess_of
 from radixsnn.errors import ConfigError
 from radixsnn.models import create_model, list_models, model_config
 from radixsnn.outputs import check_folder
@@ -50,6 +51,7 @@ def train_run(
     device: str = "auto",
     amp: str | None = None,
     progress: bool = True,
+    workers: int = DEFAULT_WORKERS,
 ) -> dict | None:
     """Train ``config['model']`` on ``config['dataset']`` into ``out_dir``; returns the best epoch
     (``{"epoch", "test_acc"}``) or ``None`` when no epoch has run.
@@ -69,8 +71,9 @@ def train_run(
         if config["model"] not in list_models():
             raise ConfigError("model", f"{config['model']!r} is unknown; choose one of: {', '.join(list_models())}")
         tc = train_config(config)
-        classes = num_classes(config["dataset"])
-        train_loader, test_loader = make_loaders(config, runtime, data_dir, download)
+        classes = num_classes(config["dataset"], data_dir)
+        train_loader, test_loader = make_loaders(config, runtime, data_dir, download,
+                                                 preprocess=preprocess_of(model_config(config["model"])), workers=workers)
         seed_everything(config["seed"])
         model = create_model(config["model"], num_classes=classes)
         cfg = model_config(config["model"])

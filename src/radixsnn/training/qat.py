@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -22,7 +22,9 @@ from radixsnn.core.evaluation import evaluate
 from radixsnn.core.inputs import CONFIG_ATTRIBUTE, normalize
 from radixsnn.core.qann import ACT_SCALES, DEFAULT_ACT_SCALE, DEFAULT_GAINS, DEFAULT_SHIFT, DEFAULT_WEIGHT_GRID, GAINS, QANN, SHIFTS, WEIGHT_GRIDS
 from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
-from radixsnn.data.datasets import load_dataset, num_classes
+from radixsnn.data.datasets import num_classes
+from radixsnn.data.folder import DEFAULT_WORKERS, Preprocess, folder_classes, preprocess_of
+from radixsnn.data.splits import first_images, iterate_batches, open_split
 from radixsnn.data.loader import DeviceLoader
 from radixsnn.errors import ConfigError
 from radixsnn.models import list_models, load_model
@@ -40,6 +42,8 @@ FINETUNE_DEFAULTS = {
     "mean": None,
     "std": None,
     "input_shape": None,
+    "crop_pct": None,
+    "interpolation": None,
     "weights": None,
     "dataset": "cifar10",
     "time_steps": None,
@@ -110,7 +114,7 @@ def ensemble_teacher(teachers: list[Callable[[torch.Tensor], torch.Tensor]]) -> 
     return lambda images: torch.log(sum(t(images).float().softmax(1) for t in teachers) / len(teachers))
 
 
-def load_teachers(specs: list[str], dataset: str) -> list[nn.Module]:
+def load_teachers(specs: list[str], dataset: str, data_dir=None) -> list[nn.Module]:
     """The float networks of ``--teacher NAME=WEIGHTS`` entries: registered models (which carry their input
     normalization) with ``dataset``'s classes and the weights loaded. Raises :class:`ConfigError`
     naming ``teachers``."""
@@ -123,7 +127,7 @@ def load_teachers(specs: list[str], dataset: str) -> list[nn.Module]:
             raise ConfigError("teachers", f"{name!r} is not a registered model (a teacher needs its normalization): "
                                          f"one of {', '.join(list_models())}")
         try:
-            models.append(load_model(name, num_classes=num_classes(dataset), weights=path))
+            models.append(load_model(name, num_classes=num_classes(dataset, data_dir), weights=path))
         except ConfigError as exc:
             raise ConfigError("teachers", f"{spec}: {exc}") from None
     return models
@@ -177,13 +181,21 @@ def finetune(
     return trainer
 
 
+def run_preprocess(config: dict, float_model: nn.Module | None) -> Preprocess:
+    """How a folder's images become the run's input: the float model's config (a resumed run without the
+    weights file: the recorded ``input_shape``), ``crop_pct`` and ``interpolation`` overriding it."""
+    model_cfg = getattr(float_model, CONFIG_ATTRIBUTE, None)
+    return preprocess_of(model_cfg, None if model_cfg is not None else (config["input_shape"] or (3, 32, 32)),
+                         config.get("crop_pct"), config.get("interpolation"))
+
+
 def calibrated_qann(float_model: nn.Module, config: dict, train_images: torch.Tensor, device: torch.device,
-                    progress: bool = True) -> QANN:
+                    progress: bool = True, train_classes: Sequence[str] | None = None) -> QANN:
     """The calibrated QANN of the float network (the starting point of fine-tuning), from ``config``."""
     qann = quantize(float_model, config["time_steps"], weight_bits=config["weight_bits"],
                     input_bits=config["input_bits"], act_scale=config["act_scale"], shift=config.get("shift", "layer"),
                     weight_grid=config.get("weight_grid", "max"), gains=config.get("gains", "plain"))
-    classes = num_classes(config["dataset"])
+    classes = len(train_classes) if train_classes is not None else num_classes(config["dataset"])
     if qann.graph.output.channels != classes or qann.graph.input.shape != list(train_images.shape[1:]):
         raise ConfigError("dataset", f"{config['dataset']} ({classes} classes, images {list(train_images.shape[1:])}) does "
                                      f"not fit a model with {qann.graph.output.channels} outputs and inputs {qann.graph.input.shape}")
@@ -208,6 +220,7 @@ def finetune_run(
     eval_images: int | None = None,
     amp: str | None = None,
     progress: bool = True,
+    workers: int = DEFAULT_WORKERS,
 ) -> dict | None:
     """Fine-tune ``config['model']`` (float weights ``config['weights']``) at ``config['time_steps']`` into
     ``out_dir``, convert it to ``OUT/model.snn`` and evaluate it with ``engine``; returns the evaluation
@@ -249,25 +262,28 @@ def finetune_run(
         # unless it distils.
         float_model = None
         if state is None or Path(config["weights"]).is_file():
-            float_model = load_model(config["model"], model_args=config["model_args"], num_classes=num_classes(config["dataset"]),
-                                     weights=config["weights"], mean=config["mean"], std=config["std"],
-                                     input_shape=config["input_shape"])
+            float_model = load_model(config["model"], model_args=config["model_args"],
+                                     num_classes=num_classes(config["dataset"], data_dir), weights=config["weights"],
+                                     mean=config["mean"], std=config["std"], input_shape=config["input_shape"],
+                                     crop_pct=config.get("crop_pct"), interpolation=config.get("interpolation"))
         config["teachers"] = list(config.get("teachers") or [])  # a run saved before the option has none
         if config["teachers"] and not tc.distill > 0:
             raise ConfigError("teachers", "needs distillation (--distill > 0)")
-        teachers = load_teachers(config["teachers"], config["dataset"])
-        train_loader, test_loader = make_loaders(config, runtime, data_dir, download)
+        teachers = load_teachers(config["teachers"], config["dataset"], data_dir)
+        preprocess = run_preprocess(config, float_model)
+        train_loader, test_loader = make_loaders(config, runtime, data_dir, download, preprocess=preprocess, workers=workers)
         seed_everything(config["seed"])
         if state is None:
             qann = calibrated_qann(float_model, config, train_loader.images, runtime.device,
-                                   progress=runtime.is_main and progress)
+                                   progress=runtime.is_main and progress,
+                                   train_classes=folder_classes(data_dir) if config["dataset"] == "folder" else None)
         else:
             qann = QANN.from_spec(state.meta["spec"])
         meta = {
             "kind": "qann",
             "model": config["model"],
             "dataset": config["dataset"],
-            "num_classes": num_classes(config["dataset"]),
+            "num_classes": num_classes(config["dataset"], data_dir),
             "spec": qann.spec,
             "config": config,
         }
@@ -288,7 +304,7 @@ def finetune_run(
                 print(f"{out}: all {tc.epochs} epochs are done and evaluated (see {out / 'eval.json'})")
             else:
                 result = _convert_and_evaluate(qann, float_model, config, out, runtime.device, len(trainer.history),
-                                               data_dir, engine, eval_images, progress)
+                                               data_dir, engine, eval_images, progress, preprocess, workers)
         return result
     finally:
         stop_runtime(runtime)
@@ -305,14 +321,17 @@ def _evaluated(out: Path, epochs: int, engine: str, eval_images: int | None) -> 
 
 
 def _convert_and_evaluate(qann: QANN, float_model: nn.Module | None, config: dict, out: Path, device: torch.device,
-                          epochs: int, data_dir, engine: str, eval_images: int | None, progress: bool) -> dict:
+                          epochs: int, data_dir, engine: str, eval_images: int | None, progress: bool,
+                          preprocess: Preprocess, workers: int) -> dict:
     """Write ``OUT/model.snn`` from the fine-tuned QANN and ``OUT/eval.json`` from simulating it."""
     qann.eval()
     weights = Path(config["weights"])
     metadata = {
         "model": config["model"],
         "dataset": config["dataset"],
-        "num_classes": num_classes(config["dataset"]),
+        "num_classes": num_classes(config["dataset"], data_dir),
+        "preprocess": preprocess.as_dict(),
+        **({"classes": list(folder_classes(data_dir))} if config["dataset"] == "folder" else {}),
         "weights": str(weights.resolve()),
         "weights_sha256": file_sha256(weights) if weights.is_file() else None,
         "teachers_sha256": [file_sha256(spec.partition("=")[2]) for spec in config["teachers"]],
@@ -324,10 +343,11 @@ def _convert_and_evaluate(qann: QANN, float_model: nn.Module | None, config: dic
     }
     snn = qann.to_snn(metadata)
     path = snn.save(out / "model.snn")
-    images, labels = load_dataset(config["dataset"], data_dir, train=False)
+    split = open_split(config["dataset"], data_dir, train=False, preprocess=preprocess)
+    chosen = first_images(split, eval_images)
     start = time.perf_counter()
-    result = evaluate(snn, images, labels, engine, qann=qann, float_model=float_model, device=device,
-                      limit=eval_images, progress=progress)
+    result = evaluate(snn, iterate_batches(split, chosen, 250, workers), None, engine, qann=qann,
+                      float_model=float_model, device=device, total=len(chosen), progress=progress)
     result.update(file=str(path), dataset=config["dataset"], run_epochs=epochs, eval_images_option=eval_images,
                   wall_seconds=time.perf_counter() - start)
     write_json(out / "eval.json", result, "out")

@@ -12,7 +12,9 @@ import torch
 
 from radixsnn.data.augment import augmentation_for
 from radixsnn.data.datasets import load_dataset
-from radixsnn.data.loader import DeviceLoader
+from radixsnn.data.folder import DEFAULT_WORKERS, Preprocess
+from radixsnn.data.splits import draw_subset, open_split
+from radixsnn.data.loader import DeviceLoader, StreamLoader
 from radixsnn.errors import ConfigError
 from radixsnn.training.runtime import Runtime
 from radixsnn.training.state import RunState, load_run
@@ -86,16 +88,29 @@ def train_config(config: dict) -> TrainConfig:
     )
 
 
-def make_loaders(config: dict, runtime: Runtime, data_dir=None, download: bool = False) -> tuple[DeviceLoader, DeviceLoader]:
-    """Training and test loaders of ``config['dataset']`` on the runtime's device, sharded per rank."""
+def make_loaders(config: dict, runtime: Runtime, data_dir=None, download: bool = False, *,
+                 preprocess: Preprocess | None = None, workers: int = DEFAULT_WORKERS) -> tuple[DeviceLoader, DeviceLoader]:
+    """Training and test loaders of ``config['dataset']`` on the runtime's device, sharded per rank; an image
+    folder (read through ``preprocess``) is streamed by ``workers`` processes."""
     dataset = config["dataset"]
+    common = dict(device=runtime.device, rank=runtime.rank, world_size=runtime.world_size, limit_batches=config["limit_batches"])
+    if dataset == "folder":
+        train_split = open_split(dataset, data_dir, train=True, preprocess=preprocess)
+        test_split = open_split(dataset, data_dir, train=False, preprocess=preprocess)
+        # a folder is sorted by class: its subsets are seeded draws, not its first images
+        if config.get("train_subset"):
+            train_split = draw_subset(train_split, config["train_subset"], config["seed"])
+        if config.get("test_subset"):
+            test_split = draw_subset(test_split, config["test_subset"], config["seed"])
+        train = StreamLoader(train_split, config["batch_size"], train=True, seed=config["seed"], workers=workers,
+                             augment=augmentation_for(dataset), **common)
+        return train, StreamLoader(test_split, EVAL_BATCH_SIZE, train=False, workers=workers, **common)
     train_x, train_y = load_dataset(dataset, data_dir, train=True, download=download)
     test_x, test_y = load_dataset(dataset, data_dir, train=False, download=download)
     if config.get("train_subset"):
         train_x, train_y = train_x[: config["train_subset"]], train_y[: config["train_subset"]]
     if config.get("test_subset"):
         test_x, test_y = test_x[: config["test_subset"]], test_y[: config["test_subset"]]
-    common = dict(device=runtime.device, rank=runtime.rank, world_size=runtime.world_size, limit_batches=config["limit_batches"])
     train = DeviceLoader(
         train_x, train_y, config["batch_size"], train=True, seed=config["seed"], augment=augmentation_for(dataset), **common
     )
