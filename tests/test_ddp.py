@@ -1,4 +1,4 @@
-"""``radixsnn train`` under ``torchrun``: two CPU processes with the Gloo backend."""
+"""``radixsnn train`` and ``radixsnn evaluate`` under ``torchrun``: two CPU processes with the Gloo backend."""
 from __future__ import annotations
 
 import json
@@ -26,10 +26,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def torchrun(*args: str, nproc: int = 2, command: str = "train") -> subprocess.CompletedProcess:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-        "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "radixsnn", "train", *args,
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}", "-m", "radixsnn", command, *args,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -63,3 +63,28 @@ def test_two_gloo_processes_shard_data_reduce_metrics_and_resume_exactly(tmp_pat
     torchrun("--out", str(stopped), "--epochs", "2", "--resume", "--device", "cpu", "--no-progress")
     a, b = tensors(straight / "last.safetensors"), tensors(stopped / "last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_process_evaluation_equals_one_process(tmp_path, cifar10_dir, resnet20_weights):
+    """Sharded evaluation (41 images: uneven shares) reduces accuracy, agreement, spikes and operations to
+    exactly the one-process totals, on CIFAR and on the same images as a PNG folder."""
+    from radixsnn.cli import main
+    from radixsnn.data import load_cifar
+    from radixsnn.data.folder import write_image_folder
+
+    snn = tmp_path / "r20.snn"
+    assert main(["convert", "--model", "resnet20", "--weights", str(resnet20_weights), "--time-steps", "3", "--data-dir",
+                 str(cifar10_dir), "--calib-images", "64", "--out", str(snn), "--no-progress"]) == 0
+    x, y = load_cifar("cifar10", cifar10_dir, train=False)
+    write_image_folder(x[:41], y[:41], tmp_path / "png" / "val", [f"c{i}" for i in range(10)])
+    for data in (["--data-dir", str(cifar10_dir), "--limit", "41"], ["--dataset", "folder", "--data-dir", str(tmp_path / "png")]):
+        one, two = tmp_path / "one.json", tmp_path / "two.json"
+        common = [str(snn), "--engine", "spikes", "--device", "cpu", "--batch-size", "8", "--no-progress", *data]
+        assert main(["evaluate", *common, "--json", str(one)]) == 0
+        proc = torchrun(*common, "--json", str(two), command="evaluate")
+        assert proc.stdout.count("SNN == QANN (exact)") == 1  # only rank 0 prints
+        a, b = json.loads(one.read_text()), json.loads(two.read_text())
+        assert (a["processes"], b["processes"]) == (1, 2) and a["images"] == b["images"] == 41
+        for key in ("seconds", "images_per_second", "processes"):
+            a.pop(key), b.pop(key)
+        assert a == b

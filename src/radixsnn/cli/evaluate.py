@@ -5,7 +5,7 @@ from pathlib import Path
 
 from radixsnn.cli.options import add_data_args, add_preprocess_args, add_progress_arg, channel_steps_text, positive_int
 from radixsnn.core.engines import ENGINES
-from radixsnn.core.evaluation import evaluate
+from radixsnn.core.evaluation import evaluate, merge_evaluations
 from radixsnn.core.onnx_export import require_onnx
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.data import ALL_DATASETS, Preprocess, TensorImages, first_images, iterate_batches, num_classes, open_split, preprocess_of
@@ -13,7 +13,7 @@ from radixsnn.errors import ConfigError, ConversionError
 from radixsnn.models import create_model, list_models
 from radixsnn.models.weights import file_sha256
 from radixsnn.outputs import check_file, write_json
-from radixsnn.training.runtime import resolve_device
+from radixsnn.training.runtime import start_runtime, stop_runtime
 
 
 def register(sub) -> None:
@@ -74,7 +74,14 @@ def run(args) -> int:
         check_file(args.json, "json")
     if args.engine == "onnx":
         require_onnx()
-    device = resolve_device(args.device)
+    runtime = start_runtime(args.device)
+    try:
+        return _run(args, runtime)
+    finally:
+        stop_runtime(runtime)
+
+
+def _run(args, runtime) -> int:
     snn = IntegerSNN.load(args.file)
     dataset = args.dataset or snn.metadata.get("dataset", "cifar10")
     if dataset not in ALL_DATASETS:
@@ -90,16 +97,23 @@ def run(args) -> int:
     if isinstance(split, TensorImages) and list(split.images.shape[1:]) != snn.graph.input.shape:
         raise ConfigError("dataset", f"{dataset} images are {list(split.images.shape[1:])}, {args.file} takes {snn.graph.input.shape}")
     chosen = first_images(split, args.limit)
+    if len(chosen) < runtime.world_size:
+        raise ConfigError("limit", f"{len(chosen)} images cannot be shared among {runtime.world_size} processes")
+    share = chosen[runtime.rank::runtime.world_size]  # under torchrun: this process's images
     float_model, float_status = (None, "skipped (--no-float)") if args.no_float else float_model_of(snn)
-    batches = iterate_batches(split, chosen, args.batch_size, args.workers)
+    batches = iterate_batches(split, share, args.batch_size, args.workers)
     res = evaluate(snn, batches, None, args.engine, float_model=float_model, batch_size=args.batch_size,
-                   device=device, total=len(chosen), progress=not args.no_progress)
+                   device=runtime.device, total=len(share), progress=runtime.is_main and not args.no_progress)
+    if runtime.distributed:
+        res = merge_evaluations(snn, res, runtime.all_reduce_sum)
     res["file"] = str(args.file)
     res["dataset"] = dataset
     res["fp_check"] = float_status
-    print(summary(res))
-    if args.json:
-        write_json(args.json, res, "json")
+    res["processes"] = runtime.world_size
+    if runtime.is_main:
+        print(summary(res))
+        if args.json:
+            write_json(args.json, res, "json")
     if res["agreement"] is not None and res["agreement"] != 1.0:
         differ = round((1 - res["agreement"]) * res["images"])
         raise ConversionError(f"exactness broken: the SNN's logits differ from its QANN's on {differ} of {res['images']} "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -116,6 +116,27 @@ def evaluate(
     bar.close()
     if n == 0:
         raise ConfigError("images", "must hold at least one image")
+    counts = {
+        "images": n,
+        "snn_correct": correct["snn"],
+        "qann_correct": correct["qann"] if qann is not None else None,
+        "fp_correct": correct["fp"] if float_model is not None else None,
+        "agreeing": agree if qann is not None else None,
+        "spikes": spikes or None,
+        "sops": layer_sops(snn.graph, spike_maps) if spikes else None,
+    }
+    return summarize(snn, engine, counts, seconds)
+
+
+def summarize(snn: IntegerSNN, engine: str, counts: dict, seconds: float) -> dict:
+    """The result fields of :func:`evaluate` from its ``counts`` (kept in the result): images; correct
+    predictions of the SNN, QANN and float model; images whose logits equal the QANN's; spikes and
+    synaptic operations per layer (``None`` for what was not measured)."""
+    n = counts["images"]
+
+    def ratio(key):
+        return None if counts[key] is None else counts[key] / n
+
     result = {
         "engine": engine,
         "images": n,
@@ -125,26 +146,46 @@ def evaluate(
         "layer_weight_bits": dict(snn.layer_weight_bits),
         "channel_time_steps": {k: list(v) for k, v in snn.channel_time_steps.items()},
         "input_bits": snn.input_bits,
-        "accuracy": correct["snn"] / n,
-        "qann_accuracy": correct["qann"] / n if qann is not None else None,
-        "fp_accuracy": correct["fp"] / n if float_model is not None else None,
-        "agreement": agree / n if qann is not None else None,
+        "accuracy": counts["snn_correct"] / n,
+        "qann_accuracy": ratio("qann_correct"),
+        "fp_accuracy": ratio("fp_correct"),
+        "agreement": ratio("agreeing"),
         "ops_graph": graph_ops(snn.graph, snn.time_steps, snn.input_bits, snn.layer_time_steps, snn.channel_time_steps),
         "seconds": seconds,
         "images_per_second": n / seconds if seconds else None,
         "delta_t": dict(snn.delta_t),
         "model": snn.metadata.get("model"),
         "dataset": snn.metadata.get("dataset"),
+        "counts": counts,
     }
+    spikes, sops = counts["spikes"], counts["sops"]
     if spikes:
-        sops = layer_sops(snn.graph, spike_maps)
         result.update(
             spikes=sum(spikes.values()),
             spikes_per_image=sum(spikes.values()) / n,
-            spikes_per_layer=spikes,
+            spikes_per_layer=dict(spikes),
             sops_per_image=sum(sops.values()) / n,
             sops_per_layer={k: v / n for k, v in sops.items()},
         )
     else:
         result["spikes"] = None
     return result
+
+
+def merge_evaluations(snn: IntegerSNN, result: dict, sum_all: Callable[[list[float]], list[float]]) -> dict:
+    """The :func:`evaluate` result of the images of every process, from this process's ``result`` on its
+    own share: ``sum_all`` sums a list of numbers element-wise over the processes (a float64 all-reduce,
+    exact for counts below 2^53), and every ratio is recomputed from the summed counts -- so the totals
+    equal one process's on all the images. ``seconds`` becomes the engines' seconds summed over the
+    processes."""
+    counts = result["counts"]
+    keys = ("images", "snn_correct", "qann_correct", "fp_correct", "agreeing")
+    layers = sorted(counts["spikes"]) if counts["spikes"] else []
+    sop_layers = sorted(counts["sops"]) if counts["sops"] else []
+    values = [counts[k] or 0 for k in keys] + [counts["spikes"][k] for k in layers] + [counts["sops"][k] for k in sop_layers]
+    summed = sum_all([float(v) for v in values] + [float(result["seconds"])])
+    totals = [int(round(v)) for v in summed[:-1]]
+    merged = {k: (None if counts[k] is None else totals[i]) for i, k in enumerate(keys)}
+    merged["spikes"] = dict(zip(layers, totals[len(keys):len(keys) + len(layers)])) or None
+    merged["sops"] = dict(zip(sop_layers, totals[len(keys) + len(layers):])) or None
+    return summarize(snn, result["engine"], merged, summed[-1])
