@@ -185,7 +185,7 @@ def cases(d: Path, out: Path) -> list[tuple[list[str], str]]:
         (["sweep", *w, "--from", str(d / "list.json"), "--out", o], "expected a JSON object"),
         (["sweep", *w, "--from", str(d / "acc_nan.json"), "--out", o], "not a sweep.json of radixsnn sweep"),
         # ops
-        (["ops", "--model", "nope", "-T", "4"], "--model 'nope' is unknown"),
+        (["ops", "--model", "nope", "-T", "4"], "--model 'nope' is not a registered name"),
         (["ops", "--model", "resnet20", "-T", "0"], "--time-steps must be an integer in 1..16"),
         (["ops", "--model", "resnet20", "-T", "100"], "--time-steps must be an integer in 1..16"),
         (["ops", "--model", "resnet20", "-T", "4", "--json", str(d / "folder")], "--json must be a file"),

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import radixsnn as rs
 from radixsnn import ConversionError, quantize
 from radixsnn.core.engines import run_integer, run_spikes, spike_maxpool
 from radixsnn.core.coding import radix_decode, radix_encode
@@ -252,5 +253,26 @@ def test_spike_maxpool_is_exact_on_trains():
         q = torch.randint(0, 1 << T, (2, 3, 7, 7), generator=g)
         trains = radix_encode(q, T, dtype=torch.float32)
         for k, s, p in [((2, 2), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 3), (1, 1), (1, 1))]:
-            out = spike_maxpool(trains, k, s, p)
+            out = spike_maxpool(trains, k, s, (p[1], p[1], p[0], p[0]))
             assert torch.equal(radix_decode(out), F.max_pool2d(q.double(), k, s, p).long())
+        for k, s, ends in [((3, 3), (2, 2), (1, 1)), ((2, 2), (2, 2), (1, 1))]:  # ceil_mode: one more window
+            out = spike_maxpool(trains, k, s, (0, ends[1], 0, ends[0]))
+            assert torch.equal(radix_decode(out), F.max_pool2d(q.double(), k, s, ceil_mode=True).long())
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(3, 2, ceil_mode=True), nn.MaxPool2d(2, 2, ceil_mode=True),
+                                  nn.MaxPool2d(3, 2, 1, ceil_mode=True), nn.MaxPool2d(2, 2, ceil_mode=True)])
+@pytest.mark.parametrize("size", [7, 8])
+def test_ceil_mode_max_pooling_converts_exactly_on_every_engine(pool, size):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), pool, nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    images = torch.randint(0, 256, (6, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    snn = rs.convert(model, images, time_steps=3, input_shape=(3, size, size), mean=(0.5,) * 3, std=(0.25,) * 3, progress=False)
+    node = next(n for n in snn.graph.nodes if n.kind == "maxpool")
+    with torch.no_grad():
+        assert node.shape[1:] == list(pool(torch.zeros(1, 4, size, size)).shape[2:])
+    qann = rs.QANN.from_snn(snn)
+    want = qann.integer_logits(images)
+    assert torch.equal(run_integer(snn, images).logits, want) and torch.equal(run_spikes(snn, images).logits, want)
+    assert torch.equal(rs.run(snn, images, engine="onnx").logits, want)

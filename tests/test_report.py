@@ -113,6 +113,24 @@ def test_ops_command_conv_only_and_errors(capsys):
         run_cli(["ops", "--model", "vgg16", "-T", "100"])
 
 
+def test_ops_counts_any_model_at_its_input_size(tmp_path):
+    small, large = tmp_path / "32.json", tmp_path / "64.json"
+    assert run_cli(["ops", "--model", "resnet20", "-T", "4", "--summary", "--json", str(small)]) == 0
+    assert run_cli(["ops", "--model", "resnet20", "-T", "4", "--input-shape", "3,64,64", "--summary", "--json", str(large)]) == 0
+    a, b = json.loads(small.read_text()), json.loads(large.read_text())
+    linear = 64 * 10  # the classifier after the global pool does not grow with the image
+    assert (a["input_shape"], b["input_shape"]) == ([3, 32, 32], [3, 64, 64]) and b["macs"] - linear == 4 * (a["macs"] - linear)
+    model_file = tmp_path / "net.py"
+    model_file.write_text("import torch.nn as nn\n"
+                          "def net(k=5):\n"
+                          "    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, k))\n")
+    out = tmp_path / "net.json"
+    assert run_cli(["ops", "--model", f"{model_file}:net", "--model-args", '{"k": 7}', "--input-shape", "3,16,16", "-T", "2",
+                    "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["num_classes"] == 7 and data["macs"] == 27 * 8 * 14 * 14 + 8 * 14 * 14 * 7
+
+
 def test_recipes_cover_every_radix_row():
     recipes = [load_recipe(path) for path in sorted(CONFIGS.glob("*.toml"))]
     covered = {(r.model, r.dataset, r.time_steps) for r in recipes}

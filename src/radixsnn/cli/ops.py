@@ -1,13 +1,15 @@
 """``radixsnn ops``: MACs per layer, SNN and ANN operation counts, normalized latency and energy."""
 from __future__ import annotations
 
+from radixsnn.cli.options import json_object, shape3
+from radixsnn.core.inputs import CONFIG_ATTRIBUTE
 from radixsnn.core.ops import ANN_OPS_PER_MAC, count_macs, graph_ops
 from radixsnn.core.quant import MAX_TIME_STEPS, ActQuant
 from radixsnn.core.trace import trace_graph
 from radixsnn.data import num_classes
-from radixsnn.experiments.cost import HOROWITZ_45NM_PJ, REFERENCE_MODEL, model_cost, reference_operations
+from radixsnn.experiments.cost import HOROWITZ_45NM_PJ, REFERENCE_MODEL, cost_of, reference_operations
 from radixsnn.experiments.report import format_count
-from radixsnn.models import create_model, list_models, model_config
+from radixsnn.models import list_models, load_model
 from radixsnn.outputs import check_file, write_json
 
 
@@ -21,9 +23,14 @@ def register(subparsers) -> None:
         "operations (66 x MACs), latency normalized to the VGG-16 ANN, and energy per image with Horowitz "
         "45 nm figures.",
     )
-    p.add_argument("--model", required=True, help=f"architecture: {', '.join(list_models())}")
+    p.add_argument("--model", required=True, metavar="NAME|MODULE:FN|FILE.py:FN",
+                   help=f"a registered architecture ({', '.join(list_models())}) or any model target, e.g. "
+                   "torchvision.models:resnet50 (counted at its own input size)")
+    p.add_argument("--model-args", type=json_object, metavar="JSON", help="keyword arguments of a callable --model, as JSON")
+    p.add_argument("--input-shape", type=shape3, metavar="C,H,W", help="one input image's shape (default: the model's)")
     p.add_argument("--time-steps", "-T", type=int, required=True, help=f"time steps T of the radix SNN (1..{MAX_TIME_STEPS})")
-    p.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"), help="sets the number of classes (default cifar10)")
+    p.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100"),
+                   help="sets a registered model's number of classes and the latency reference, VGG-16 on it (default cifar10)")
     p.add_argument("--layers", default="all", choices=("all", "conv"),
                    help="count all conv/linear layers (default) or the convolutions only (ops_table, MACs)")
     p.add_argument("--summary", action="store_true", help="print the totals only, not the per-layer table")
@@ -39,16 +46,22 @@ def run(args) -> int:
     if args.json:
         check_file(args.json, "json")
     ActQuant(args.time_steps)
-    config = model_config(args.model)
-    classes = num_classes(args.dataset)
-    model = create_model(args.model, num_classes=classes)
-    counted = count_macs(model)
+    model = load_model(args.model, model_args=args.model_args, num_classes=num_classes(args.dataset))
+    config = getattr(model, CONFIG_ATTRIBUTE, None)
+    shape = tuple(args.input_shape or getattr(config, "input_shape", (3, 32, 32)))
+    counted = count_macs(model, shape)
     layers = [layer for layer in counted.layers if args.layers == "all" or layer.kind == "conv"]
-    cost = model_cost(args.model, args.time_steps, args.dataset, args.layers)
+    cost = cost_of(args.model, counted.total if args.layers == "all" else counted.total_of(args.layers), args.time_steps,
+                   args.dataset)
     T = args.time_steps
-    ops_graph = graph_ops(trace_graph(model, config.input_shape, config.mean, config.std)[0], T)
+    mean = getattr(config, "mean", (0.0,) * shape[0])  # operation counts do not depend on the normalization
+    std = getattr(config, "std", (1.0,) * shape[0])
+    graph = trace_graph(model, shape, mean, std)[0]
+    ops_graph = graph_ops(graph, T)
+    classes = graph.output.channels
 
-    print(f"{args.model} on {args.dataset} ({classes} classes), 3x32x32 input, T = {T}"
+    data = f" on {args.dataset}" if args.model in list_models() else ""
+    print(f"{args.model}{data} ({classes} classes), {'x'.join(map(str, shape))} input, T = {T}"
           + ("" if args.layers == "all" else ", convolutions only"))
     if not args.summary:
         print()
@@ -79,6 +92,7 @@ def run(args) -> int:
             "model": args.model,
             "dataset": args.dataset,
             "num_classes": classes,
+            "input_shape": list(shape),
             "time_steps": T,
             "layers_counted": args.layers,
             "macs": cost.macs,

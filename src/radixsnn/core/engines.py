@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from radixsnn.core.coding import radix_encode
-from radixsnn.core.graph import Node, exact_dtype, peak_input, synapse, walk
+from radixsnn.core.graph import Node, exact_dtype, max_pool_integers, maxpool_pads, peak_input, synapse, walk
 from radixsnn.core.inputs import pixel_integers
 from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
 from radixsnn.core.snn import IntegerSNN
@@ -128,8 +128,7 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         return q.to(torch.float32)
 
     def maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
-        a = node.attrs
-        return F.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
+        return max_pool_integers(x, node.attrs)
 
     return EngineResult(walk(snn.graph, pixel_integers(images, snn.input_bits), layer, maxpool))
 
@@ -161,15 +160,17 @@ def _currents(snn: IntegerSNN, node: Node, trains: dict[str, torch.Tensor], devi
 
 
 def spike_maxpool(trains: torch.Tensor, kernel, stride, padding) -> torch.Tensor:
-    """Exact max-pooling of radix trains ``(T, N, C, H, W)``, most significant bit first.
+    """Exact max-pooling of radix trains ``(T, N, C, H, W)``, most significant bit first; ``padding`` is
+    ``(left, right, top, bottom)`` (silent steps).
 
     Every window keeps a set of candidate inputs (initially all). Going from step ``T-1`` down to 0,
     the output bit is 1 if any candidate spikes at that step, and then the candidates that stayed
     silent drop out. The result is the train of the window's largest number.
     """
+    trains = F.pad(trains, padding)
     T, N, C, H, W = trains.shape
-    k = F.unfold(torch.zeros(1, 1, H, W, device=trains.device), kernel, padding=padding, stride=stride).shape
-    cols = F.unfold(trains.reshape(T * N, C, H, W).to(torch.float32), kernel, padding=padding, stride=stride)
+    k = F.unfold(torch.zeros(1, 1, H, W, device=trains.device), kernel, stride=stride).shape
+    cols = F.unfold(trains.reshape(T * N, C, H, W).to(torch.float32), kernel, stride=stride)
     cols = cols.view(T, N, C, -1, k[2]).bool()  # (T, N, C, window, positions)
     candidates = torch.ones_like(cols[0])
     out = [None] * T
@@ -178,8 +179,8 @@ def spike_maxpool(trains: torch.Tensor, kernel, stride, padding) -> torch.Tensor
         fired = bits.any(dim=2)
         candidates = torch.where(fired.unsqueeze(2), bits, candidates)
         out[t] = fired
-    ho = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    wo = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    ho = (H - kernel[0]) // stride[0] + 1
+    wo = (W - kernel[1]) // stride[1] + 1
     return torch.stack(out).view(T, N, C, ho, wo).to(torch.float32)
 
 
@@ -228,7 +229,7 @@ def _run_spikes(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
 
     def maxpool(node: Node, trains: torch.Tensor) -> torch.Tensor:
         a = node.attrs
-        out = spike_maxpool(trains, a["kernel"], a["stride"], a["padding"])
+        out = spike_maxpool(trains, a["kernel"], a["stride"], maxpool_pads(a))
         _count(result, node.name, out)
         return out
 

@@ -243,13 +243,32 @@ def _check_input(node: Node) -> None:
         raise ConfigError("graph", f"the input's std must be positive, got {a['std']!r}")
 
 
+def maxpool_pads(attrs: dict) -> tuple[int, int, int, int]:
+    """A ``maxpool`` node's zero padding ``(left, right, top, bottom)``: ``padding`` on every side, plus
+    ``pad_end`` (optional) after the right and bottom edges -- PyTorch's ``ceil_mode`` windows. Zeros pad
+    exactly: pooled trains carry non-negative numbers, and every window holds at least one of them."""
+    (ph, pw), (eh, ew) = attrs["padding"], attrs.get("pad_end", [0, 0])
+    return pw, pw + ew, ph, ph + eh
+
+
+def max_pool_integers(x: torch.Tensor, attrs: dict) -> torch.Tensor:
+    """Max-pooling of non-negative integers ``(N, C, H, W)`` by a ``maxpool`` node's ``attrs`` (its zero
+    padding: :func:`maxpool_pads`)."""
+    return F.max_pool2d(F.pad(x, maxpool_pads(attrs)), attrs["kernel"], attrs["stride"])
+
+
 def _maxpool_shape(attrs: dict, src: list[int], where: str) -> list[int]:
-    if set(attrs) != {"kernel", "stride", "padding"} or len(src) != 3:
-        raise ConfigError("graph", f"{where}: a max-pool needs kernel, stride and padding on a (C, H, W) source")
+    if set(attrs) - {"pad_end"} != {"kernel", "stride", "padding"} or len(src) != 3:
+        raise ConfigError("graph", f"{where}: a max-pool needs kernel, stride and padding (and optionally pad_end) on a (C, H, W) source")
     (kh, kw), (sh, sw), (ph, pw) = _pairs(attrs, ("kernel", "stride"), 1, MAX_WINDOW, where) + _pairs(attrs, ("padding",), 0, MAX_WINDOW, where)
+    (eh, ew), = _pairs({"pad_end": attrs.get("pad_end", [0, 0])}, ("pad_end",), 0, MAX_WINDOW, where)
     if ph > kh // 2 or pw > kw // 2:
         raise ConfigError("graph", f"{where}: max-pool padding must be at most half the kernel")
-    h, w = (src[1] + 2 * ph - kh) // sh + 1, (src[2] + 2 * pw - kw) // sw + 1
+    if eh >= sh or ew >= sw:
+        raise ConfigError("graph", f"{where}: max-pool pad_end must be less than the stride (one more window at most)")
+    h, w = (src[1] + 2 * ph + eh - kh) // sh + 1, (src[2] + 2 * pw + ew - kw) // sw + 1
+    if h < 1 or w < 1:
+        raise ConfigError("graph", f"{where}: a max-pool window larger than its padded source")
     return [src[0], h, w]
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radixsnn.core.graph import Node, peak_input
+from radixsnn.core.graph import Node, maxpool_pads, peak_input
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError, ConversionError
 from radixsnn.outputs import atomic_write
@@ -367,8 +367,9 @@ def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
     for node in graph.nodes[1:]:
         if node.kind == "maxpool":
             a = node.attrs
+            left, right, top, bottom = maxpool_pads(a)  # ONNX pads with the lowest value: the same on these trains
             values[node.name] = b.op("MaxPool", [values[node.src]], node.name, kernel_shape=a["kernel"], strides=a["stride"],
-                                     pads=[*a["padding"], *a["padding"]])
+                                     pads=[top, left, bottom, right])
         elif lowerings[node.name].lowering == "qlinear":
             values[node.name] = _qlinear_layer(b, snn, node, values, lowerings[node.name].weights)
         else:

@@ -37,7 +37,8 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from radixsnn.core.graph import Graph, Node, exact_dtype, input_channel_index, output_channel_view, peak_input, synapse, walk
+from radixsnn.core.graph import (Graph, Node, exact_dtype, input_channel_index, max_pool_integers, output_channel_view, peak_input, synapse,
+                                  walk)
 from radixsnn.core.inputs import input_affine, normalize, pixel_integers
 from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant, round_ste, rounding_offset
 from radixsnn.core.snn import IntegerSNN
@@ -318,10 +319,12 @@ class QANN(nn.Module):
         beyond ``qmax`` clipped) has the least squared weight error. ``dt`` is the largest shift without
         clipping; ``rows`` are the ratios ``W s_in / s_out``, one (C, n) tensor per synapse term."""
         errors = []
+        step = max(1, (1 << 20) // max(sum(r.shape[1] for r in rows), 1))  # rows per chunk: ~1 M weights, cache-sized
         for k in range(SHIFT_SEARCH):
             d = (dt + k).clamp_max(MAX_DELTA_T).to(rows[0].device)
             g = (2.0 ** d.double()).view(-1, 1)
-            err = sum(((wq.quantize(r * g, 0) / g - r) ** 2).sum(1) for r in rows)
+            err = torch.cat([sum(((wq.quantize(r[i:i + step] * g[i:i + step], 0) / g[i:i + step] - r[i:i + step]) ** 2).sum(1)
+                                 for r in rows) for i in range(0, len(g), step)])
             errors.append(err)
         return (dt + torch.stack(errors).argmin(0).to(dt.device)).clamp_max(MAX_DELTA_T)
 
@@ -349,13 +352,20 @@ class QANN(nn.Module):
         Exact sums run in float32 where every partial sum is provably below 2^24 (on CPU), else in float64.
         """
 
+        integers = self._frozen_integers() if not torch.is_grad_enabled() else {}
+
         def layer(node: Node, values: dict) -> torch.Tensor:
-            weights, beta, dt, scale = self.layer_integers(node)
+            if node.name in integers:
+                weights, beta, dt, scale = integers[node.name]
+            else:
+                weights, beta, dt, scale = integers[node.name] = self.layer_integers(node)
             dtype = torch.float32
             if exact:
-                peak = peak_input(self.graph, node, [w.detach() for w in weights],
-                                  lambda src: (1 << self._train_length(src)) - 1)
-                dtype = exact_dtype(int(beta.detach().abs().max()) + peak, beta.device)
+                if (node.name, "dtype") not in integers:
+                    peak = peak_input(self.graph, node, [w.detach() for w in weights],
+                                      lambda src: (1 << self._train_length(src)) - 1)
+                    integers[node.name, "dtype"] = exact_dtype(int(beta.detach().abs().max()) + peak, beta.device)
+                dtype = integers[node.name, "dtype"]
             acc = beta.to(dtype)
             for t, w in zip(node.terms, weights):
                 acc = acc + synapse(t, values[t.src].to(dtype), w.to(dtype))
@@ -368,6 +378,16 @@ class QANN(nn.Module):
             return out
 
         return walk(self.graph, self.quantize_input(x, torch.float64 if exact else torch.float32), layer, _maxpool)
+
+    def _frozen_integers(self) -> dict:
+        """The integer parameters of every layer, kept between gradient-free passes while none of the QANN's
+        tensors changes: the key is every parameter's and buffer's storage, device and version counter
+        (bumped by every in-place change: an optimizer step, ``load_state_dict``, calibration), so a
+        changed tensor recomputes them."""
+        key = tuple((t.data_ptr(), t.device, t._version) for t in (*self.parameters(), *self.buffers()))
+        if getattr(self, "_integers_key", None) != key:
+            self._integers_key, self._integers = key, {}
+        return self._integers
 
     @torch.no_grad()
     def integer_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -488,8 +508,7 @@ class QANN(nn.Module):
 
 
 def _maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
-    a = node.attrs
-    return torch.nn.functional.max_pool2d(x, a["kernel"], a["stride"], a["padding"])
+    return max_pool_integers(x, node.attrs)
 
 
 def _key(param: str) -> str:

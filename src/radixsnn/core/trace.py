@@ -27,7 +27,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from radixsnn.core.graph import Graph, Node
 from radixsnn.core.rules import RULES, RuleContext, Rules
 from radixsnn.core.rules.refusals import refusal_of
-from radixsnn.core.rules.values import Act, Pre, describe
+from radixsnn.core.rules.linear import linear
+from radixsnn.core.rules.values import Act, Flat, Pre, describe
 from radixsnn.errors import ConversionError
 
 # ---- tracing with concrete shapes -------------------------------------------------------------------
@@ -161,8 +162,14 @@ def trace_graph(model: nn.Module, input_shape, mean, std, rules: Rules | None = 
             if not isinstance(out, fx.Node):
                 raise ConversionError(f"model output at node {n.name} must be a single tensor")
             x = values[out.name]
+            if isinstance(x, Flat) or isinstance(x, Act) and not x.spatial:
+                # logits that are a flattened spiking layer or its global pool (SqueezeNet's ReLU + average
+                # pool): read them out through the identity
+                with ctx.at(out):
+                    x = linear(ctx, x, torch.eye(x.shape[0]))
             if not isinstance(x, Pre):
-                raise ConversionError(f"the model must end with a linear or convolution layer (logits), not a {describe(x)}")
+                raise ConversionError(f"the model must end with a linear or convolution layer (logits), or a pooled or flattened "
+                                      f"spiking layer, not a {describe(x)}")
             ctx.neuron(x, kind="output", name="output")
         else:
             target = ctx.modules[n.target] if n.op == "call_module" else n.target

@@ -107,8 +107,13 @@ class Cost:
 
 
 def model_cost(model: str, time_steps: int, dataset: str = "cifar10", layers: str = "all") -> Cost:
-    """Every cost column for ``model`` on ``dataset`` at ``time_steps`` (dense spike trains)."""
-    macs = model_macs(model, dataset, layers)
+    """Every cost column for the registered ``model`` on ``dataset`` at ``time_steps`` (dense spike trains)."""
+    return cost_of(model, model_macs(model, dataset, layers), time_steps, dataset)
+
+
+def cost_of(model: str, macs: int, time_steps: int, dataset: str = "cifar10") -> Cost:
+    """Every cost column of a network of ``macs`` MACs per image at ``time_steps``, its latency relative to
+    the VGG-16 ANN on ``dataset``."""
     snn = table_ops(macs, time_steps)
     ann = ann_ops(macs)
     ref = reference_operations(dataset)

@@ -24,7 +24,7 @@ import torch.nn as nn
 
 from radixsnn.core.inputs import CONFIG_ATTRIBUTE
 from radixsnn.errors import ConfigError
-from radixsnn.models.registry import ModelConfig, create_model, list_models
+from radixsnn.models.registry import ModelConfig, create_model, family_config, list_models
 from radixsnn.models.weights import load_weights
 
 
@@ -56,7 +56,9 @@ def _import_callable(spec: str):
         try:
             module = importlib.import_module(target)
         except Exception as exc:
-            raise ConfigError("model", f"module {target!r} cannot be imported ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
+            hint = " (torchvision models need the vision extra: docs/guide/own-data.md#torchvision-models)" if target.split(".")[0] == "torchvision" else ""
+            raise ConfigError("model", f"module {target!r} cannot be imported ({type(exc).__name__}: "
+                                       f"{' '.join(str(exc).split())[:300]}){hint}") from None
     fn = getattr(module, name, None)
     if not callable(fn):
         raise ConfigError("model", f"{target} has no callable {name!r}")
@@ -78,8 +80,10 @@ def load_model(
     """The model ``spec`` names, with ``weights`` loaded (then in eval mode) and its input configuration.
 
     A registered model gets ``num_classes`` and its registry config (``mean`` / ``std`` / ``input_shape`` /
-    ``crop_pct`` / ``interpolation`` override it); another model gets a config only when ``mean`` and
-    ``std`` are given, and has the classes it computes. ``model_args`` are the keyword arguments of a callable outside the registry.
+    ``crop_pct`` / ``interpolation`` override it); a target of a family in
+    :data:`~radixsnn.models.registry.FAMILY_CONFIGS` (``torchvision.models:resnet50``) gets its family's
+    config, the arguments overriding it; another model gets a config only when ``mean`` and ``std`` are
+    given. Models outside the registry have the classes they compute (``model_args``). ``model_args`` are the keyword arguments of a callable outside the registry.
     """
     if not isinstance(spec, str) or not spec:
         raise ConfigError("model", f"must name a model, got {spec!r}")
@@ -102,8 +106,9 @@ def load_model(
             raise ConfigError("model", f"{spec} failed to build ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
         if not isinstance(model, nn.Module):
             raise ConfigError("model", f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
-        if "mean" in overrides and "std" in overrides:
-            setattr(model, CONFIG_ATTRIBUTE, ModelConfig(spec, **overrides, num_classes=num_classes or 0))
+        family = family_config(spec) or {}
+        if "mean" in {**family, **overrides} and "std" in {**family, **overrides}:
+            setattr(model, CONFIG_ATTRIBUTE, ModelConfig(spec, **{**family, **overrides}, num_classes=num_classes or 0))
     if weights is not None:
         load_weights(model, weights)
     return model.eval()

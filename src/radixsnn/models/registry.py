@@ -37,6 +37,24 @@ class ModelConfig:
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], ModelConfig]] = {}
 
+#: The input configuration of model families outside the registry, by the package their
+#: ``package.module:callable`` targets name: torchvision's classification models take ImageNet's
+#: statistics at 224x224 after a resize to 256 (``crop_pct`` 0.875), bilinear, as torchvision's own
+#: weights were trained and evaluated.
+FAMILY_CONFIGS: dict[str, dict] = {
+    "torchvision.models": dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, input_shape=(3, 224, 224), crop_pct=0.875,
+                               interpolation="bilinear"),
+}
+
+
+def family_config(spec: str) -> dict | None:
+    """The :data:`FAMILY_CONFIGS` entry of a ``package.module:callable`` target (``None`` for other targets)."""
+    module = spec.rpartition(":")[0]
+    for family, config in FAMILY_CONFIGS.items():
+        if module == family or module.startswith(family + "."):
+            return dict(config)
+    return None
+
 
 def register_model(name: str, **config):
     """Decorator: register a constructor ``fn(num_classes=...) -> nn.Module`` under ``name``;

@@ -73,13 +73,18 @@ def max_pool2d(ctx, x, kernel, stride=None, padding=0, dilation=1, ceil_mode=Fal
     x = ctx.need_act(x, "max-pooling")
     if "input" in x.sources():
         ctx.fail("max-pooling of the input image")
-    if pair(dilation) != (1, 1) or ceil_mode or x.stride != 1:
-        ctx.fail("max-pooling with dilation, ceil_mode or of a subsampled shortcut")
+    if pair(dilation) != (1, 1) or x.stride != 1:
+        ctx.fail("max-pooling with dilation or of a subsampled shortcut")
     attrs = {"kernel": list(pair(kernel)), "stride": list(pair(stride or kernel)), "padding": list(pair(padding))}
     shape = ctx.shape
+    if ceil_mode:  # the extra windows PyTorch's ceil_mode adds: zero padding after the right and bottom edges
+        ends = [(out - 1) * s + k - (size + 2 * p) for out, s, k, p, size in
+                zip(shape[1:], attrs["stride"], attrs["kernel"], attrs["padding"], x.spatial)]
+        if any(e > 0 for e in ends):
+            attrs["pad_end"] = [max(e, 0) for e in ends]
     pooled = {}
     for src in x.sources():  # max-pooling is per channel: pool each source node once
-        key = (src, tuple(attrs["kernel"]), tuple(attrs["stride"]), tuple(attrs["padding"]))
+        key = (src, tuple(attrs["kernel"]), tuple(attrs["stride"]), tuple(attrs["padding"]), tuple(attrs.get("pad_end", ())))
         if key not in ctx.pools:
             name = ctx.unique(ctx.label)
             ctx.add_node(Node(name, "maxpool", [ctx.channels[src]] + shape[1:], src=src, attrs=attrs))
