@@ -71,6 +71,13 @@ def test_bad_preprocess_is_refused(kwargs, argument):
     assert err.value.argument == argument
 
 
+@pytest.mark.parametrize("recorded", [{"input_shape": [3, 8, 8]}, {"input_shape": [3, 8, 8], "crop_pct": 2.0, "interpolation": "bilinear"},
+                                      {"input_shape": [4, 8, 8], "crop_pct": 1.0, "interpolation": "bilinear"}, [3, 8, 8]])
+def test_a_corrupt_recorded_preprocess_is_refused(recorded):
+    with pytest.raises(ConfigError):
+        Preprocess.from_dict(recorded)
+
+
 def test_layout_errors_are_one_line(tmp_path):
     p = Preprocess((3, 8, 8))
     with pytest.raises(DataError, match="is not a folder"):

@@ -174,8 +174,10 @@ def folder_split(data_dir, train: bool, preprocess: Preprocess) -> ImageFolder:
 
 def folder_classes(data_dir) -> tuple[str, ...]:
     """The class names of a folder dataset: those of ``train/``, else of ``val/`` (only the names are read)."""
-    root = Path(data_dir).expanduser() if data_dir is not None else None
-    if root is None or not root.is_dir():
+    if data_dir is None:
+        raise ConfigError("data_dir", "is required for the folder dataset (a folder holding train/ and val/)")
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
         raise DataError(f"{root} is not a folder (the folder dataset needs train/ and val/ class folders; --data-dir)")
     for split in ("train", "val"):
         if (root / split).is_dir():
