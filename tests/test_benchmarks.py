@@ -75,3 +75,11 @@ def test_the_unfolded_candidate_is_the_convolution_forward_and_backward():
         grad = torch.randn(want.shape, dtype=torch.float64, generator=g)
         assert all(torch.allclose(a, c, atol=1e-12) for a, c in
                    zip(torch.autograd.grad(got, (x, w, b), grad), torch.autograd.grad(want, (x, w, b), grad)))
+
+
+def test_scale_benchmark_measures_time_and_peak_memory_in_child_processes(tmp_path):
+    run_script("scale.py", "--model", "resnet20", "--resolution", "32", "--batch-size", "2", "--time-steps", "2",
+               "--calib-images", "4", "--repeats", "1", "--threads", "1", "--json", str(tmp_path / "s.json"), cwd=tmp_path)
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    assert [r["what"] for r in rows] == ["convert", "float", "integer", "spikes"]
+    assert all(r["seconds"] > 0 and r["peak_mb"] >= r["before_mb"] > 0 for r in rows)

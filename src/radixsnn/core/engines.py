@@ -6,12 +6,15 @@
   and the readout accumulates the logits. It counts the spikes of every layer.
 * :func:`run_integer` computes each layer in one integer pass: ``clamp((sum w q + b) >> dT, 0, 2^T-1)``.
 
-Both must give the same integer logits as the QANN. Convolutions of integer-valued tensors are exact
-in float32 while every partial sum stays below 2^24 (checked per layer from the weights; otherwise
-float64 is used, and always on CUDA, where TF32 and FFT algorithms could round).
+Both must give the same integer logits as the QANN. The integer engine computes a layer as int8 matrix
+products summed in int32 (:mod:`radixsnn.core.int8`) where its inputs, weights and sums fit and this
+CPU's int8 kernel is exact; otherwise as float convolutions of integer-valued tensors, exact in float32
+while every partial sum stays below 2^24 (checked per layer from the weights; otherwise float64 is used,
+and always on CUDA, where TF32 and FFT algorithms could round).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from radixsnn.core.coding import radix_encode
 from radixsnn.core.graph import Node, exact_dtype, max_pool_integers, maxpool_pads, peak_input, synapse, walk
 from radixsnn.core.inputs import pixel_integers
+from radixsnn.core.int8 import INT32_EXACT, gains_int32, int8_matmul_exact, synapse_int8, takes_int8, unrows, weight_matrix
 from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError
@@ -98,13 +102,63 @@ def _bias(snn: IntegerSNN, node: Node, device) -> torch.Tensor:
     return b.view(-1, *([1] * (len(node.shape) - 1))) if b.dim() == 1 else b
 
 
+def _int8_weights(snn: IntegerSNN, node: Node, device) -> dict[str, torch.Tensor] | None:
+    """The int8 weight matrices of a layer that runs exactly in int32 (:mod:`radixsnn.core.int8`): on a
+    CPU whose int8 kernel is exact, every term an int8 product or a gain, every sum bounded below 2^31."""
+    if torch.device(device).type != "cpu" or not int8_matmul_exact():
+        return None
+    bound = int(snn.biases[node.name].abs().max()) + _peak_current(snn, node, spikes=False)
+    if bound >= INT32_EXACT:
+        return None
+    matrices = {}
+    for t in node.terms:
+        if t.op == "select":
+            continue
+        w = snn.weights[t.param]
+        if not takes_int8(t, w, snn.train_length(t.src)):
+            return None
+        matrices[t.param] = weight_matrix(t, w.to(device))
+    return matrices
+
+
+def _int8_layer(snn: IntegerSNN, node: Node, values: dict, matrices: dict, device) -> torch.Tensor:
+    """A layer in int32, on channels-last :func:`~radixsnn.core.int8.rows` matrices (every elementwise
+    step runs along memory): int8 products and integer gains summed, bias added, shifted, saturated."""
+    acc = None
+    for t in node.terms:
+        if t.op == "select":
+            y = gains_int32(t, values[t.src], snn.weights[t.param].to(device))
+        else:
+            y = synapse_int8(t, values[t.src], matrices[t.param], shifted=snn.train_length(t.src) == 8)
+        acc = y if acc is None else acc.add_(y)
+    bias = snn.biases[node.name].to(device=device, dtype=torch.int32)
+    if bias.dim() > 1:  # a per-neuron map (C, H, W)
+        acc.view(-1, bias[0].numel(), bias.shape[0]).add_(bias.flatten(1).t())
+    else:
+        acc.add_(bias)
+    if node.kind == "output":
+        return acc.to(torch.int64)
+    shift = snn.shift(node.name, device)  # per-channel shifts as int32: an int64 operand is ~80x slower
+    q = acc.bitwise_right_shift_(shift if isinstance(shift, int) else shift.reshape(-1).to(torch.int32))
+    q = q.clamp_(0, (1 << snn.train_length(node.name)) - 1)
+    own = snn.channel_steps(node.name, device)
+    if own is not None:
+        q = torch.minimum(q, (2 ** own.reshape(-1) - 1).to(q.dtype))
+    return unrows(q.to(torch.uint8 if snn.train_length(node.name) <= 8 else torch.float32), node.shape)
+
+
 @torch.no_grad()
 def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
-    """Each layer in one integer pass: ``clamp((sum w q + b) >> dT, 0, 2^T - 1)``; the readout's sums are the logits."""
+    """Each layer in one integer pass: ``clamp((sum w q + b) >> dT, 0, 2^T - 1)``; the readout's sums are
+    the logits. Layers run as int8 products summed in int32 where that is exact
+    (:mod:`radixsnn.core.int8`), else as float convolutions (see the module's docstring)."""
     _check_images(snn, images)
     device = images.device
 
     def layer(node: Node, values: dict) -> torch.Tensor:
+        matrices = _int8_weights(snn, node, device)
+        if matrices is not None:
+            return _int8_layer(snn, node, values, matrices, device)
         dtype = _carrier(snn, node, device)
         bias = _bias(snn, node, device).to(dtype)
         acc = None
@@ -128,6 +182,8 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         return q.to(torch.float32)
 
     def maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:  # torch 2.13's uint8 max-pooling fails on large channels-last inputs
+            return max_pool_integers(x.float(), node.attrs).to(torch.uint8)  # (float is also faster)
         return max_pool_integers(x, node.attrs)
 
     return EngineResult(walk(snn.graph, pixel_integers(images, snn.input_bits), layer, maxpool))
@@ -184,16 +240,18 @@ def spike_maxpool(trains: torch.Tensor, kernel, stride, padding) -> torch.Tensor
     return torch.stack(out).view(T, N, C, ho, wo).to(torch.float32)
 
 
-# Images per spike-engine chunk x train length: the time-batched convolutions stay cache-friendly.
-_STEP_BATCH = 128
+# Pixel-steps (images x train length x input pixels per channel) per spike-engine chunk: 128 image-steps
+# at 32x32, where the time-batched convolutions stay cache-friendly; one image at 224x224, so a chunk's
+# trains hold a few times one image's float activations, whatever the batch.
+_STEP_PIXELS = 128 * 32 * 32
 
 
 @torch.no_grad()
 def run_spikes(snn: IntegerSNN, images: torch.Tensor, chunk: int | None = None) -> EngineResult:
     """Simulate every time step of every neuron, in chunks of ``chunk`` images (default: 128 image-steps
-    per convolution); counts the spikes of every spiking node."""
+    per convolution at 32x32, fewer at larger inputs); counts the spikes of every spiking node."""
     _check_images(snn, images)
-    chunk = chunk or max(1, _STEP_BATCH // snn.longest_train)
+    chunk = chunk or max(1, _STEP_PIXELS // (snn.longest_train * math.prod(snn.graph.input.shape[1:])))
     result = EngineResult(logits=torch.empty(0))
     logits = []
     for part in images.split(chunk):

@@ -31,7 +31,8 @@ model's zero padding (a padded pixel means "normalized zero", not "black").
 """
 from __future__ import annotations
 
-from typing import Iterable
+import math
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -44,6 +45,9 @@ from radixsnn.core.quant import MAX_DELTA_T, ActQuant, Calibration, WeightQuant,
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.core.steps import per_channel, per_layer, train_lengths
 from radixsnn.errors import ConfigError, RadixSNNError, SNNFileError
+
+#: Pixels per image channel in one calibration pass by default: 256 images at 32x32 (5 at 224x224).
+CALIB_PIXELS = 256 * 32 * 32
 
 #: One activation scale per output channel, one per layer, or ``"auto"`` (:func:`resolve_act_scale`).
 ACT_SCALES = ("auto", "channel", "layer")
@@ -394,10 +398,11 @@ class QANN(nn.Module):
         """The exact integer logits (int64), as the spiking network computes them."""
         return self.forward(x, exact=True).round().to(torch.int64)
 
-    def float_forward(self, x: torch.Tensor, capture: dict | None = None) -> torch.Tensor:
+    def float_forward(self, x: torch.Tensor, capture: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
         """The unquantized network (BatchNorm folded): equals the original float model's logits.
 
-        With ``capture``, stores each neuron layer's pre-activation (real units) under its name.
+        With ``capture``, calls ``capture(name, pre)`` with each neuron layer's pre-activation (real units) as
+        soon as it is computed, so a caller can reduce it before the next layer runs.
         """
 
         def layer(node: Node, values: dict) -> torch.Tensor:
@@ -407,7 +412,7 @@ class QANN(nn.Module):
             if node.kind == "output":
                 return acc
             if capture is not None:
-                capture[node.name] = acc.detach()
+                capture(node.name, acc.detach())
             clip = node.attrs.get("clip")
             return torch.relu(acc) if clip is None else torch.clamp(acc, 0, clip)
 
@@ -415,10 +420,13 @@ class QANN(nn.Module):
 
     # ---- calibration -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def calibrate(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 256,
+    def calibrate(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int | None = None,
                   method: str = "mse", samples_per_layer: int = 1 << 18, progress: bool = True) -> None:
         """Set every activation scale from the float network's activations on ``images``.
 
+        ``batch_size``: images per float pass (default: :data:`CALIB_PIXELS` pixels' worth, 256 images at
+        32x32, 5 at 224x224). The activations are sampled layer by layer as the pass computes them, so
+        memory holds one batch's float pass and the bounded samples, whatever the number of images.
         ``method``: ``"mse"`` (clip minimizing the T-bit quantization error, the default) or
         ``"percentile:P"`` (clip at the P-th percentile of the positive activations, e.g. 99.99); see
         :class:`~radixsnn.core.quant.Calibration`.
@@ -431,11 +439,13 @@ class QANN(nn.Module):
             self.scales[name].copy_((clip / torch.tensor(tops, dtype=clip.dtype)).to(self.scales[name]))
 
     @torch.no_grad()
-    def activation_samples(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int = 256,
+    def activation_samples(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int | None = None,
                            samples_per_layer: int = 1 << 18, progress: bool = True) -> dict[str, torch.Tensor]:
         """What :meth:`calibrate` reads: every neuron layer's float activations on ``images`` (ReLU'd, at
         most the layer's clip), a fixed random sample of about ``samples_per_layer`` of them, as a float32
         ``(C, n)`` tensor of rows per channel (``act_scale="channel"``) or one ``(1, n)`` row per layer."""
+        if batch_size is None:
+            batch_size = max(1, CALIB_PIXELS // math.prod(self.graph.input.shape[1:]))
         if isinstance(images, torch.Tensor):
             if images.dim() != 4 or len(images) == 0:
                 raise ConfigError("images", f"must be a non-empty (N, C, H, W) batch, got shape {tuple(images.shape)}")
@@ -448,21 +458,22 @@ class QANN(nn.Module):
         gen = torch.Generator().manual_seed(0)
         pools: dict[str, list[torch.Tensor]] = {}
         per_channel = self.act_scale == "channel"
+
+        def sample(name: str, pre: torch.Tensor) -> None:  # called layer by layer during the pass
+            a = torch.relu(pre).transpose(0, 1).reshape(pre.shape[1], -1).float().cpu()  # (C, N*H*W)
+            keep = max(1, samples_per_layer // len(batches) // (a.shape[0] if per_channel else 1))
+            if per_channel:
+                if a.shape[1] > keep:
+                    a = a[:, torch.randperm(a.shape[1], generator=gen)[:keep]]
+                pools.setdefault(name, []).append(a)
+            else:
+                flat = a.flatten()
+                if flat.numel() > keep:
+                    flat = flat[torch.randperm(flat.numel(), generator=gen)[:keep]]
+                pools.setdefault(name, []).append(flat.view(1, -1))
+
         for xb in tqdm(batches, desc="calibrate", disable=not progress, leave=False):
-            capture: dict[str, torch.Tensor] = {}
-            self.float_forward(xb.to(device), capture)
-            for name, pre in capture.items():
-                a = torch.relu(pre).transpose(0, 1).reshape(pre.shape[1], -1).float().cpu()  # (C, N*H*W)
-                keep = max(1, samples_per_layer // len(batches) // (a.shape[0] if per_channel else 1))
-                if per_channel:
-                    if a.shape[1] > keep:
-                        a = a[:, torch.randperm(a.shape[1], generator=gen)[:keep]]
-                    pools.setdefault(name, []).append(a)
-                else:
-                    flat = a.flatten()
-                    if flat.numel() > keep:
-                        flat = flat[torch.randperm(flat.numel(), generator=gen)[:keep]]
-                    pools.setdefault(name, []).append(flat.view(1, -1))
+            self.float_forward(xb.to(device), sample)
         samples = {}
         for name, chunks in pools.items():
             a = torch.cat(chunks, dim=1)

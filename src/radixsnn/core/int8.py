@@ -1,0 +1,121 @@
+"""The integer engine's int8 kernels: convolutions and linear maps as int8 x int8 -> int32 matrix products.
+
+A layer whose inputs are trains of at most 8 steps (values 0..255) and whose weights fit in int8 computes
+its sums in int32 exactly: ``torch._int_mm`` multiplies int8 matrices with int32 accumulation. Inputs
+above 127 are shifted by -128 into int8, and ``128 sum w`` per output channel adds the shift back.
+A convolution becomes one product of its (N H W, kh kw C) patch matrix, gathered from a channels-last
+copy of the uint8 activations, with its (kh kw C, C_out) weight matrix.
+
+Not every CPU kernel accumulates exactly: without VNNI, some int8 kernels add pairs of products in
+saturating int16 or halve the weights. :func:`int8_matmul_exact` checks, once per process, that the
+kernel of this machine returns the exact products of extreme and random matrices; where it does not, the
+integer engine keeps to its float kernels (:func:`radixsnn.core.engines.run_integer`).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from radixsnn.core.graph import Term, gather
+
+#: int32 holds every sum whose bound stays below this.
+INT32_EXACT = 1 << 31
+
+
+@functools.cache
+def int8_matmul_exact() -> bool:
+    """Whether ``torch._int_mm`` on this CPU returns exact int32 products (checked once per process on
+    matrices of extreme values, where saturating or rescaling kernels go wrong, and of random ones)."""
+    if not hasattr(torch, "_int_mm"):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (67, 1155), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (1155, 40), generator=gen, dtype=torch.int8)
+    a[:8], a[8:16], b[:, :8], b[:, 8:16], b[:, 16:24] = 127, -128, 127, -128, -127
+    try:
+        got = torch._int_mm(a, b)
+    except RuntimeError:
+        return False
+    return got.dtype == torch.int32 and torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64))
+
+
+def _dense(m: torch.Tensor) -> torch.Tensor:
+    """``m`` with row-major strides exactly: ``torch._int_mm`` reads its operands' strides as leading
+    dimensions, and ``contiguous()`` keeps any stride on a dimension of size 1."""
+    if m.stride() == (m.shape[1], 1):
+        return m
+    return torch.empty(m.shape, dtype=m.dtype, device=m.device).copy_(m)
+
+
+def takes_int8(term: Term, weight: torch.Tensor, source_steps: int) -> bool:
+    """Whether ``term`` runs as an int8 product: a convolution without groups or a flattening linear
+    map, on a source of at most 8-step trains, with weights in int8's range."""
+    if term.op == "conv2d":
+        if term.attrs["groups"] != 1:
+            return False
+    elif term.op != "linear" or term.attrs["mode"] == "sumpool":
+        return False
+    return source_steps <= 8 and bool(weight.numel()) and -128 <= int(weight.min()) and int(weight.max()) <= 127
+
+
+def weight_matrix(term: Term, weight: torch.Tensor) -> torch.Tensor:
+    """The int8 ``(K, C_out)`` matrix of a term's integer weights, K in the patch order (kh, kw, C)."""
+    w = weight.permute(0, 2, 3, 1) if term.op == "conv2d" else weight
+    return _dense(w.reshape(w.shape[0], -1).t().to(torch.int8))
+
+
+def rows(x: torch.Tensor) -> torch.Tensor:
+    """Activations ``(N, C, H, W)`` as the matrix ``(N H W, C)`` of their channels-last order (a view
+    when ``x`` is a channels-last view, as :func:`unrows` returns); ``(N, C)`` as they are."""
+    return x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def unrows(m: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """The inverse of :func:`rows` for a layer of ``shape`` ``(C, H, W)`` or ``(C,)``: a view."""
+    return m if len(shape) == 1 else m.view(-1, shape[1], shape[2], shape[0]).permute(0, 3, 1, 2)
+
+
+def synapse_int8(term: Term, x: torch.Tensor, w: torch.Tensor, shifted: bool) -> torch.Tensor:
+    """The int32 sums of a term (:func:`takes_int8`) as a ``(N H_out W_out, C_out)`` matrix
+    (:func:`rows`), on integer activations ``x`` (any dtype; 0..127, or 0..255 when ``shifted``),
+    with its weight matrix ``w`` (:func:`weight_matrix`)."""
+    x = gather(term, x)
+    if x.dtype != torch.uint8:
+        x = x.to(torch.uint8)
+    if term.op == "linear":
+        rows = x.flatten(1)
+    else:
+        a = term.attrs
+        (ph, pw), (sh, sw), (dh, dw) = a["padding"], a["stride"], a["dilation"]
+        kh, kw = term.weight_shape[2:]
+        rows = x.permute(0, 2, 3, 1)  # (N, H, W, C): contiguous when x is a channels-last view
+        if ph or pw:
+            rows = F.pad(rows, (0, 0, pw, pw, ph, ph))
+    # q - 128 in int8 (the padding's zeros become -128 too), or q itself
+    rows = (rows.bitwise_xor(128) if shifted else rows).contiguous().view(torch.int8)
+    if term.op == "conv2d":
+        n, h, wd, c = rows.shape
+        ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (wd - dw * (kw - 1) - 1) // sw + 1
+        s = rows.stride()
+        rows = rows.as_strided((n, ho, wo, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]))
+        rows = rows.reshape(n * ho * wo, kh * kw * c)
+    out = torch._int_mm(_dense(rows), w)
+    if shifted:  # sum (q - 128) w, plus 128 sum w
+        out.add_(w.sum(0, dtype=torch.int32).mul_(128))
+    return out
+
+
+def gains_int32(term: Term, x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+    """A ``select`` term (:func:`radixsnn.core.graph.synapse`: strided, channel-padded source times
+    integer per-channel gains) as an int32 :func:`rows` matrix, so the product runs along memory."""
+    a = term.attrs
+    x = gather(term, x)
+    if a["stride"] > 1:
+        x = x[:, :, ::a["stride"], ::a["stride"]]
+    m = rows(x).to(torch.int32)
+    before, after = a["pad"]
+    if before or after:
+        m = F.pad(m, (before, after))
+    return m.mul_(gains.to(torch.int32))
