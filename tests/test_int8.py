@@ -101,3 +101,18 @@ def test_zoo_networks_int8_engine_equals_float_kernels(name, options, cifar, one
     assert torch.equal(fast, rs.QANN.from_snn(snn).integer_logits(x[:16]))
     float_kernels(monkeypatch)
     assert torch.equal(fast, engines.run_integer(snn, x[:16]).logits)
+
+
+def test_float_kernels_split_sums_past_2_24_into_exact_float32_pieces(cifar, resnet20_weights, one_thread, monkeypatch):
+    """Where int8 kernels are not taken, layers whose sums can pass 2^24 (T = 8 here) convolve their inputs
+    in bit pieces whose float32 products are exact, and sum them in float64: the QANN's logits."""
+    x, _ = cifar
+    float_kernels(monkeypatch)
+    snn = rs.convert(rs.create_model("resnet20", weights=resnet20_weights), x[:32], time_steps=8, progress=False)
+    wide = [n for n in snn.graph.nodes[1:] if n.kind != "maxpool" and engines._carrier(snn, n, "cpu") == torch.float64]
+    assert wide
+    calls = []
+    pieces = engines._float32_pieces
+    monkeypatch.setattr(engines, "_float32_pieces", lambda *a: calls.append(a[1].param) or pieces(*a))
+    assert torch.equal(engines.run_integer(snn, x).logits, rs.QANN.from_snn(snn).integer_logits(x))
+    assert len(calls) >= len(wide)

@@ -9,8 +9,9 @@
 Both must give the same integer logits as the QANN. The integer engine computes a layer as int8 matrix
 products summed in int32 (:mod:`radixsnn.core.int8`) where its inputs, weights and sums fit and this
 CPU's int8 kernel is exact; otherwise as float convolutions of integer-valued tensors, exact in float32
-while every partial sum stays below 2^24 (checked per layer from the weights; otherwise float64 is used,
-and always on CUDA, where TF32 and FFT algorithms could round).
+while every partial sum stays below 2^24 (checked per layer from the weights; otherwise as float32
+products of bit pieces of the inputs summed in float64, and in float64 on CUDA, where TF32 and FFT
+algorithms could round).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from radixsnn.core.coding import radix_encode
-from radixsnn.core.graph import Node, exact_dtype, max_pool_integers, maxpool_pads, peak_input, synapse, walk
+from radixsnn.core.graph import F32_EXACT, Node, exact_dtype, max_pool_integers, maxpool_pads, peak_input, synapse, term_gain, walk
 from radixsnn.core.inputs import pixel_integers
 from radixsnn.core.int8 import INT32_EXACT, gains_int32, int8_matmul_exact, synapse_int8, takes_int8, unrows, weight_matrix
 from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
@@ -147,6 +148,23 @@ def _int8_layer(snn: IntegerSNN, node: Node, values: dict, matrices: dict, devic
     return unrows(q.to(torch.uint8 if snn.train_length(node.name) <= 8 else torch.float32), node.shape)
 
 
+def _float32_pieces(snn: IntegerSNN, term, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """A term whose sums can pass 2^24, exactly, in float64, from float32 products where possible: its
+    source values split into pieces of ``b`` bits, ``x = sum_j x_j 2^(j b)``, with ``b`` the most bits for
+    which ``sum |w| (2^b - 1)`` stays below 2^24, so that each piece's float32 product is exact (float64
+    products, 6-8x slower per convolution on the CPU, only where not even one bit fits)."""
+    gain, steps = term_gain(snn.graph, term, w), snn.train_length(term.src)
+    bits = min(steps, ((F32_EXACT - 1) // max(gain, 1) + 1).bit_length() - 1)
+    if bits < 1:
+        return synapse(term, x.to(torch.float64), w.to(torch.float64))
+    w32, q, total = w.to(torch.float32), x.to(torch.int32), None
+    for j in range(0, steps, bits):
+        piece = ((q >> j) & ((1 << bits) - 1)).to(torch.float32)
+        y = synapse(term, piece, w32).to(torch.float64)
+        total = y if total is None else total.add_(y.mul_(2.0 ** j))
+    return total
+
+
 @torch.no_grad()
 def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
     """Each layer in one integer pass: ``clamp((sum w q + b) >> dT, 0, 2^T - 1)``; the readout's sums are
@@ -164,6 +182,10 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         acc = None
         for t in node.terms:
             w = snn.weights[t.param].to(device=device, dtype=dtype)
+            if dtype == torch.float64 and torch.device(device).type == "cpu" and t.op != "select":
+                y = _float32_pieces(snn, t, values[t.src], snn.weights[t.param].to(device))
+                acc = y if acc is None else acc.add_(y)
+                continue
             # a per-channel bias rides along in the first convolution / linear map
             fused = acc is None and bias.dim() == len(node.shape) and bias.numel() == node.shape[0] and t.op != "select"
             y = synapse(t, values[t.src].to(dtype), w, bias.reshape(-1) if fused else None)

@@ -395,14 +395,17 @@ def peak_input(graph: "Graph", node: Node, weights, source_peak) -> int:
     """Largest ``|sum of node's synapse terms|`` of any of its neurons, from the integer ``weights`` (one
     per term) when every value of source ``s`` lies in ``[0, source_peak(s)]``.
     """
-    total = 0
-    for t, w in zip(node.terms, weights):
-        per_out = int(w.abs().reshape(w.shape[0], -1).sum(1).max()) if w.dim() > 1 else int(w.abs().max())
-        if t.op == "linear" and t.attrs["mode"] == "sumpool":
-            src = graph[t.src].shape
-            per_out *= src[1] * src[2]
-        total += per_out * int(source_peak(t.src))
-    return total
+    return sum(term_gain(graph, t, w) * int(source_peak(t.src)) for t, w in zip(node.terms, weights))
+
+
+def term_gain(graph: "Graph", term: Term, weight: torch.Tensor) -> int:
+    """Largest ``|term's synaptic input|`` of any neuron per unit of its source's values: the largest
+    ``sum |w|`` of an output (times the pooled positions of a sum-pool)."""
+    gain = int(weight.abs().reshape(weight.shape[0], -1).sum(1).max()) if weight.dim() > 1 else int(weight.abs().max())
+    if term.op == "linear" and term.attrs["mode"] == "sumpool":
+        src = graph[term.src].shape
+        gain *= src[1] * src[2]
+    return gain
 
 
 def exact_dtype(bound: int, device) -> torch.dtype:
