@@ -26,9 +26,9 @@ FOLDER = ROOT / "weights"
 NOT_FLAGS = {"limit_batches", "test_subset", "train_subset"}
 
 
-def recipe(config: dict) -> str:
-    """The `radixsnn train` command line that a run's config stands for (without --out)."""
-    words = ["radixsnn", "train"]
+def recipe(config: dict, amp: str | None = None) -> str:
+    """The `radixsnn train` command line that a run's config and mixed precision stand for (without --out)."""
+    words = ["radixsnn", "train"] + (["--amp", amp] if amp else [])
     for key, value in config.items():
         if key in NOT_FLAGS or value is None or value is False:
             continue
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
         accuracy = published.accuracy(model, config["model"], images, labels)
         seconds = sum(h.get("seconds") or 0.0 for h in meta["history"])
         info = {"model": config["model"], "dataset": config["dataset"], "num_classes": str(meta["num_classes"]),
-                "accuracy": f"{accuracy:.2f}", "recipe": recipe(config), "commit": meta["code"]["git"] or "unknown",
+                "accuracy": f"{accuracy:.2f}", "recipe": recipe(config, meta.get("amp")), "commit": meta["code"]["git"] or "unknown",
                 "epochs": str(meta["epoch"]), "train_hours": f"{seconds / 3600:.1f}"}
         path = published.write_published(state, FOLDER, name=args.name, info=info)
         published.write_index(FOLDER)
