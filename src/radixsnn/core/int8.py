@@ -27,18 +27,23 @@ INT32_EXACT = 1 << 31
 @functools.cache
 def int8_matmul_exact() -> bool:
     """Whether ``torch._int_mm`` on this CPU returns exact int32 products (checked once per process on
-    matrices of extreme values, where saturating or rescaling kernels go wrong, and of random ones)."""
+    matrices of extreme values, where saturating or rescaling kernels go wrong, and of random ones, in
+    shapes that take a matrix-vector, a small and a large kernel)."""
     if not hasattr(torch, "_int_mm"):
         return False
     gen = torch.Generator().manual_seed(0)
-    a = torch.randint(-128, 128, (67, 1155), generator=gen, dtype=torch.int8)
-    b = torch.randint(-128, 128, (1155, 40), generator=gen, dtype=torch.int8)
-    a[:8], a[8:16], b[:, :8], b[:, 8:16], b[:, 16:24] = 127, -128, 127, -128, -127
-    try:
-        got = torch._int_mm(a, b)
-    except RuntimeError:
-        return False
-    return got.dtype == torch.int32 and torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64))
+    for m, k, n in ((1, 1155, 40), (67, 1155, 40), (300, 577, 129)):
+        a = torch.randint(-128, 128, (m, k), generator=gen, dtype=torch.int8)
+        b = torch.randint(-128, 128, (k, n), generator=gen, dtype=torch.int8)
+        a[0::3], a[1::3] = 127, -128  # every third row at each extreme, the rest random
+        b[:, :8], b[:, 8:16], b[:, 16:24] = 127, -128, -127
+        try:
+            got = torch._int_mm(a, b)
+        except RuntimeError:
+            return False
+        if got.dtype != torch.int32 or not torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64)):
+            return False
+    return True
 
 
 def _dense(m: torch.Tensor) -> torch.Tensor:
