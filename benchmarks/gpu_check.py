@@ -19,6 +19,16 @@ What runs, in order (sizes of the full check; ``--smoke`` uses a few batches of 
 5. ``torchrun --nproc_per_node 1 -m radixsnn train``, one epoch: it must finish with exit code 0.
 
 The exit code is 1 when a check fails (agreement below 1.0, a command failing), 0 otherwise.
+
+``--campaign`` runs instead the paper rows a 2-core CPU cannot reach (CIFAR-100 VGG-16, ResNet-18 and
+MobileNet, and a ResNet-18 CIFAR-10 schedule; :data:`CAMPAIGN`): each float network trained with
+``radixsnn train --amp bf16`` on the GPU, converted at T = 4 and T = 8 and evaluated on the whole test set
+with the integer engine, SNN == QANN required. Sized for under 10 minutes on one H100-class GPU (an
+estimate from the epoch times of the check above, until a GPU run records the real ones); ``--smoke
+--campaign`` runs it at the smoke sizes on the CPU (CI runs this). It needs the full CIFAR-100 training
+set for meaningful CIFAR-100 numbers.
+
+    python benchmarks/gpu_check.py --campaign --data-dir D [--out campaign.json]
 """
 from __future__ import annotations
 
@@ -44,6 +54,14 @@ FULL = {"test_images": 2000, "calib_images": 1024, "batch": 250, "train_epochs":
         "finetune_subset": None, "limit_batches": None}
 SMOKE = {"test_images": 32, "calib_images": 64, "batch": 16, "train_epochs": 1, "train_subset": 256,
          "finetune_subset": 256, "limit_batches": 2}
+
+
+#: The campaign's rows: (model, dataset, epochs). One schedule for all: SGD with Nesterov momentum from
+#: lr 0.1, a 2-epoch warm-up, cosine decay, label smoothing 0.1 and an EMA of the weights (the published
+#: MobileNet's and VGG-9's recipe), bf16 autocast.
+CAMPAIGN = [("vgg16", "cifar100", 15), ("resnet18", "cifar100", 15), ("mobilenet", "cifar100", 15), ("resnet18", "cifar10", 20)]
+RECIPE = ["--amp", "bf16", "--lr", "0.1", "--nesterov", "--weight-decay", "5e-4", "--schedule", "cosine",
+          "--label-smoothing", "0.1", "--ema", "0.999"]
 
 
 def synchronize(device: torch.device) -> None:
@@ -147,6 +165,44 @@ def check_commands(args, size, rows, work: Path) -> None:
                  "ratio": None, "ok": code == 0, **({} if code == 0 else {"output": tail})})
 
 
+def run_campaign(args, size, rows, work: Path) -> None:
+    """Train, convert at T = 4 and 8, and evaluate every row of :data:`CAMPAIGN` (smoke: tiny sizes)."""
+    common = ["--data-dir", str(args.data_dir), "--device", args.device, "--no-progress"]
+    for model, dataset, epochs in CAMPAIGN:
+        epochs = size["train_epochs"] if args.smoke else epochs
+        out = work / f"{model}-{dataset}"
+        small = ["--limit-batches", str(size["limit_batches"]), "--test-subset", str(size["test_images"]),
+                 "--train-subset", str(size["train_subset"])] if args.smoke else []
+        code, tail, seconds = radixsnn_command(["train", "--model", model, "--dataset", dataset, "--epochs", str(epochs),
+                                                "--warmup-epochs", str(min(2, epochs / 2)), "--eval-every", str(epochs),
+                                                *RECIPE, "--out", str(out), *common, *small])
+        label = f"{model} {dataset}, {epochs} epochs"
+        if code != 0:
+            rows.append({"check": f"train {label}", "value": f"exit {code}", "ratio": None, "ok": False, "output": tail})
+            continue
+        float_acc = last_metrics(out)["test_acc"]
+        rows.append({"check": f"train {label}", "value": f"float {float_acc:.2f} %, {seconds:.0f} s", "ratio": None,
+                     "ok": True})
+        for T in (4, 8):
+            snn, result = work / f"{model}-{dataset}-t{T}.snn", work / f"{model}-{dataset}-t{T}.json"
+            code, tail, seconds = radixsnn_command(["convert", "--model", model, "--dataset", dataset, "--weights",
+                                                    str(out / "best.safetensors"), "--time-steps", str(T),
+                                                    "--calib-images", str(size["calib_images"]), "--out", str(snn), *common])
+            if code == 0:
+                limit = ["--limit", str(size["test_images"])] if args.smoke else []
+                code, tail, more = radixsnn_command(["evaluate", str(snn), "--engine", "integer", "--json", str(result),
+                                                     *limit, *common])
+                seconds += more
+            ok, value = False, f"exit {code}"
+            if code == 0:
+                res = json.loads(result.read_text())
+                ok = res["agreement"] == 1.0
+                value = (f"SNN {100 * res['accuracy']:.2f} % (float {100 * res['fp_accuracy']:.2f} %), agreement "
+                         f"{res['agreement']:.4f}, {seconds:.0f} s")
+            rows.append({"check": f"{model} {dataset} T = {T}, convert + evaluate", "value": value, "ratio": None,
+                         "ok": ok, **({} if ok else {"output": tail})})
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("RADIXSNN_DATA_DIR"),
@@ -154,6 +210,7 @@ def main() -> int:
     p.add_argument("--weights", default=None, help="pretrained ResNet-20 (resnet20-12fca82f.th); default random weights")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:i or cpu")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, minutes on a CPU: checks that the script runs")
+    p.add_argument("--campaign", action="store_true", help="the paper rows a CPU cannot reach, instead of the checks")
     p.add_argument("--out", default="gpu_check.json", help="JSON file of the results (default gpu_check.json)")
     args = p.parse_args()
     if args.data_dir is None:
@@ -165,10 +222,14 @@ def main() -> int:
     start = time.perf_counter()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
-        check_engines(args, size, device, rows)
-        check_commands(args, size, rows, Path(tmp))
+        if args.campaign:
+            run_campaign(args, size, rows, Path(tmp))
+        else:
+            check_engines(args, size, device, rows)
+            check_commands(args, size, rows, Path(tmp))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"radixsnn {rs.__version__}, torch {torch.__version__}, {name}, {'smoke' if args.smoke else 'full'} sizes, "
+    print(f"radixsnn {rs.__version__}, torch {torch.__version__}, {name}, {'campaign' if args.campaign else 'check'} at "
+          f"{'smoke' if args.smoke else 'full'} sizes, "
           f"{time.perf_counter() - start:.0f} s")
     width = max(len(r["check"]) for r in rows)
     print(f"| {'check':<{width}} | result | x float forward | ok |")
@@ -178,7 +239,7 @@ def main() -> int:
         print(f"| {r['check']:<{width}} | {r['value']} | {ratio} | {'yes' if r['ok'] else 'NO'} |")
         if "output" in r:
             print(r["output"], file=sys.stderr)
-    Path(args.out).write_text(json.dumps({"device": name, "torch": torch.__version__, "smoke": args.smoke,
+    Path(args.out).write_text(json.dumps({"device": name, "torch": torch.__version__, "smoke": args.smoke, "campaign": args.campaign,
                                           "seconds": round(time.perf_counter() - start, 1), "rows": rows}, indent=1))
     return 0 if all(r["ok"] for r in rows) else 1
 

@@ -33,6 +33,18 @@ def test_gpu_check_smoke_runs_every_check_on_the_cpu(tmp_path, cifar10_dir):
     assert proc.stdout.count("| yes |") == len(checks)
 
 
+def test_gpu_campaign_smoke_trains_converts_and_evaluates_every_row_on_the_cpu(tmp_path, cifar10_dir, cifar100_dir):
+    proc = run_script("gpu_check.py", "--smoke", "--campaign", "--device", "cpu", "--data-dir", str(cifar10_dir),
+                      "--out", str(tmp_path / "campaign.json"), cwd=tmp_path)
+    result = json.loads((tmp_path / "campaign.json").read_text())
+    checks = [row["check"] for row in result["rows"]]
+    assert result["smoke"] and result["campaign"] and all(row["ok"] for row in result["rows"]), result
+    assert [c for c in checks if c.startswith("train")] == [f"train {m} {d}, 1 epochs" for m, d in
+                                                          [("vgg16", "cifar100"), ("resnet18", "cifar100"),
+                                                           ("mobilenet", "cifar100"), ("resnet18", "cifar10")]]
+    assert sum("convert + evaluate" in c for c in checks) == 8 and "campaign at smoke sizes" in proc.stdout
+
+
 def test_engine_benchmark_times_every_engine(tmp_path):
     proc = run_script("engines.py", "--images", "8", "--batch-size", "4", "--repeats", "1", "--threads", "1",
                       "--time-steps", "2", "--weight-bits", "7", cwd=tmp_path)
