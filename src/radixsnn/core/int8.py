@@ -90,23 +90,23 @@ def synapse_int8(term: Term, x: torch.Tensor, w: torch.Tensor, shifted: bool) ->
     if x.dtype != torch.uint8:
         x = x.to(torch.uint8)
     if term.op == "linear":
-        rows = x.flatten(1)
+        m = x.flatten(1)
     else:
         a = term.attrs
         (ph, pw), (sh, sw), (dh, dw) = a["padding"], a["stride"], a["dilation"]
         kh, kw = term.weight_shape[2:]
-        rows = x.permute(0, 2, 3, 1)  # (N, H, W, C): contiguous when x is a channels-last view
+        m = x.permute(0, 2, 3, 1)  # (N, H, W, C): contiguous when x is a channels-last view
         if ph or pw:
-            rows = F.pad(rows, (0, 0, pw, pw, ph, ph))
+            m = F.pad(m, (0, 0, pw, pw, ph, ph))
     # q - 128 in int8 (the padding's zeros become -128 too), or q itself
-    rows = (rows.bitwise_xor(128) if shifted else rows).contiguous().view(torch.int8)
+    m = (m.bitwise_xor(128) if shifted else m).contiguous().view(torch.int8)
     if term.op == "conv2d":
-        n, h, wd, c = rows.shape
+        n, h, wd, c = m.shape
         ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (wd - dw * (kw - 1) - 1) // sw + 1
-        s = rows.stride()
-        rows = rows.as_strided((n, ho, wo, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]))
-        rows = rows.reshape(n * ho * wo, kh * kw * c)
-    out = torch._int_mm(_dense(rows), w)
+        s = m.stride()
+        m = m.as_strided((n, ho, wo, kh, kw, c), (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]))
+        m = m.reshape(n * ho * wo, kh * kw * c)
+    out = torch._int_mm(_dense(m), w)
     if shifted:  # sum (q - 128) w, plus 128 sum w
         out.add_(w.sum(0, dtype=torch.int32).mul_(128))
     return out
