@@ -368,23 +368,32 @@ def synapse(term: Term, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     ``bias`` (per output channel, conv2d and linear only) is added by the same kernel.
     """
     a = term.attrs
+    if term.op == "select":
+        if bias is not None:
+            raise ConfigError("bias", "is not taken by select terms")
+        x = selected(term, x)
+        return x * weight.view(1, -1, *([1] * (x.dim() - 2)))
     x = gather(term, x)
     if term.op == "conv2d":
         return F.conv2d(x, weight, bias, a["stride"], a["padding"], a["dilation"], a["groups"])
     if term.op == "linear":
         x = x.sum(dim=(2, 3)) if a["mode"] == "sumpool" else x.flatten(1)
         return F.linear(x, weight, bias)
-    if term.op == "select":
-        if bias is not None:
-            raise ConfigError("bias", "is not taken by select terms")
-        s = a["stride"]
-        if s > 1:
-            x = x[:, :, ::s, ::s]
-        before, after = a["pad"]
-        if before or after:
-            x = F.pad(x, (0, 0, 0, 0, before, after)) if x.dim() == 4 else F.pad(x, (before, after))
-        return x * weight.view(1, -1, *([1] * (x.dim() - 2)))
     raise ConfigError("term", f"has an unknown synapse op {term.op!r}")
+
+
+def selected(term: Term, x: torch.Tensor) -> torch.Tensor:
+    """What a ``select`` term multiplies by its gains: its channels of ``x``, every ``stride``-th
+    position, zero channels padded before and after."""
+    a = term.attrs
+    x = gather(term, x)
+    s = a["stride"]
+    if s > 1:
+        x = x[:, :, ::s, ::s]
+    before, after = a["pad"]
+    if before or after:
+        x = F.pad(x, (0, 0, 0, 0, before, after)) if x.dim() == 4 else F.pad(x, (before, after))
+    return x
 
 
 #: float32 adds, multiplies and convolves integers exactly while every partial sum stays below 2^24.

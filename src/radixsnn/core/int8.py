@@ -18,7 +18,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from radixsnn.core.graph import Term, gather
+from radixsnn.core.graph import Term, gather, selected
 
 #: int32 holds every sum whose bound stays below this.
 INT32_EXACT = 1 << 31
@@ -113,14 +113,6 @@ def synapse_int8(term: Term, x: torch.Tensor, w: torch.Tensor, shifted: bool) ->
 
 
 def gains_int32(term: Term, x: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
-    """A ``select`` term (:func:`radixsnn.core.graph.synapse`: strided, channel-padded source times
-    integer per-channel gains) as an int32 :func:`rows` matrix, so the product runs along memory."""
-    a = term.attrs
-    x = gather(term, x)
-    if a["stride"] > 1:
-        x = x[:, :, ::a["stride"], ::a["stride"]]
-    m = rows(x).to(torch.int32)
-    before, after = a["pad"]
-    if before or after:
-        m = F.pad(m, (before, after))
-    return m.mul_(gains.to(torch.int32))
+    """A ``select`` term (:func:`radixsnn.core.graph.selected` times integer per-channel gains) as an
+    int32 :func:`rows` matrix, so the product runs along memory."""
+    return rows(selected(term, x)).to(torch.int32).mul_(gains.to(torch.int32))
