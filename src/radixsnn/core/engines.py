@@ -140,12 +140,19 @@ def _int8_layer(snn: IntegerSNN, node: Node, values: dict, matrices: dict, devic
     if node.kind == "output":
         return acc.to(torch.int64)
     shift = snn.shift(node.name, device)  # per-channel shifts as int32: an int64 operand is ~80x slower
-    q = acc.bitwise_right_shift_(shift if isinstance(shift, int) else shift.reshape(-1).to(torch.int32))
+    q = _saturate(snn, node, acc.bitwise_right_shift_(shift if isinstance(shift, int) else shift.reshape(-1).to(torch.int32)),
+                  device, channels_last=True)
+    return unrows(q.to(torch.uint8 if snn.train_length(node.name) <= 8 else torch.float32), node.shape)
+
+
+def _saturate(snn: IntegerSNN, node: Node, q: torch.Tensor, device, channels_last: bool = False) -> torch.Tensor:
+    """``q`` clamped to ``[0, 2^T - 1]``, and to ``2^T_c - 1`` in channels whose trains are shorter than the
+    layer's; ``channels_last``: ``q`` is a :func:`~radixsnn.core.int8.rows` matrix."""
     q = q.clamp_(0, (1 << snn.train_length(node.name)) - 1)
     own = snn.channel_steps(node.name, device)
     if own is not None:
-        q = torch.minimum(q, (2 ** own.reshape(-1) - 1).to(q.dtype))
-    return unrows(q.to(torch.uint8 if snn.train_length(node.name) <= 8 else torch.float32), node.shape)
+        q = torch.minimum(q, (2 ** (own.reshape(-1) if channels_last else own) - 1).to(q.dtype))
+    return q
 
 
 def _float32_pieces(snn: IntegerSNN, term, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -181,11 +188,11 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         bias = _bias(snn, node, device).to(dtype)
         acc = None
         for t in node.terms:
-            w = snn.weights[t.param].to(device=device, dtype=dtype)
             if dtype == torch.float64 and torch.device(device).type == "cpu" and t.op != "select":
                 y = _float32_pieces(snn, t, values[t.src], snn.weights[t.param].to(device))
                 acc = y if acc is None else acc.add_(y)
                 continue
+            w = snn.weights[t.param].to(device=device, dtype=dtype)
             # a per-channel bias rides along in the first convolution / linear map
             fused = acc is None and bias.dim() == len(node.shape) and bias.numel() == node.shape[0] and t.op != "select"
             y = synapse(t, values[t.src].to(dtype), w, bias.reshape(-1) if fused else None)
@@ -197,11 +204,7 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
         if node.kind == "output":
             return acc.round().to(torch.int64)
         # exact: multiplying by 2^-dT and flooring integer-valued floats loses nothing
-        q = acc.mul_(2.0 ** -snn.shift(node.name, device)).floor_().clamp_(0, (1 << snn.train_length(node.name)) - 1)
-        own = snn.channel_steps(node.name, device)
-        if own is not None:  # channels with trains shorter than the layer's saturate lower
-            q = torch.minimum(q, (2.0 ** own - 1).to(q.dtype))
-        return q.to(torch.float32)
+        return _saturate(snn, node, acc.mul_(2.0 ** -snn.shift(node.name, device)).floor_(), device).to(torch.float32)
 
     def maxpool(node: Node, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:  # torch 2.13's uint8 max-pooling fails on large channels-last inputs
