@@ -116,3 +116,19 @@ def test_float_kernels_split_sums_past_2_24_into_exact_float32_pieces(cifar, res
     monkeypatch.setattr(engines, "_float32_pieces", lambda *a: calls.append(a[1].param) or pieces(*a))
     assert torch.equal(engines.run_integer(snn, x).logits, rs.QANN.from_snn(snn).integer_logits(x))
     assert len(calls) >= len(wide)
+
+
+def test_the_kept_int8_plan_follows_changes_to_the_weights(cifar, resnet20_weights, one_thread, monkeypatch):
+    """The int8 weight matrices are kept between batches; an in-place change of a weight (here beyond int8)
+    or of the kernel check rebuilds them, and the logits stay the spike engine's."""
+    x, _ = cifar
+    snn = rs.convert(rs.create_model("resnet20", weights=resnet20_weights), x[:16], time_steps=4, progress=False)
+    plan = engines._int8_plan(snn, "cpu")
+    assert engines._int8_plan(snn, "cpu") is plan
+    node = snn.graph.layers[1]
+    snn.weights[node.terms[0].param].view(-1)[0] = 200
+    changed = engines._int8_plan(snn, "cpu")
+    assert changed is not plan and changed[node.name] is None
+    assert torch.equal(engines.run_integer(snn, x[:16]).logits, engines.run_spikes(snn, x[:16]).logits)
+    float_kernels(monkeypatch)
+    assert not any(v is not None for v in engines._int8_plan(snn, "cpu").values())

@@ -122,6 +122,18 @@ def _int8_weights(snn: IntegerSNN, node: Node, device) -> dict[str, torch.Tensor
     return matrices
 
 
+def _int8_plan(snn: IntegerSNN, device) -> dict[str, dict[str, torch.Tensor] | None]:
+    """:func:`_int8_weights` of every layer, kept on ``snn`` between batches while nothing they depend on
+    changes: the key is the device, the kernel check, T and the input bits (per layer too), and every
+    weight's and bias's storage, device and version counter (bumped by every in-place change)."""
+    key = (str(device), int8_matmul_exact(), snn.time_steps, snn.input_bits, tuple(sorted(snn.layer_time_steps.items())),
+           tuple((t.data_ptr(), t.device, t._version) for t in (*snn.weights.values(), *snn.biases.values())))
+    cached = getattr(snn, "_int8_cache", None)
+    if cached is None or cached[0] != key:
+        cached = snn._int8_cache = (key, {node.name: _int8_weights(snn, node, device) for node in snn.graph.layers})
+    return cached[1]
+
+
 def _int8_layer(snn: IntegerSNN, node: Node, values: dict, matrices: dict, device) -> torch.Tensor:
     """A layer in int32, on channels-last :func:`~radixsnn.core.int8.rows` matrices (every elementwise
     step runs along memory): int8 products and integer gains summed, bias added, shifted, saturated."""
@@ -180,8 +192,10 @@ def run_integer(snn: IntegerSNN, images: torch.Tensor) -> EngineResult:
     _check_images(snn, images)
     device = images.device
 
+    plan = _int8_plan(snn, device)
+
     def layer(node: Node, values: dict) -> torch.Tensor:
-        matrices = _int8_weights(snn, node, device)
+        matrices = plan[node.name]
         if matrices is not None:
             return _int8_layer(snn, node, values, matrices, device)
         dtype = _carrier(snn, node, device)
