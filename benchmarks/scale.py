@@ -54,6 +54,11 @@ def pixels(n: int, resolution: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, resolution, resolution), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
+def snn_path(work: str | Path, time_steps: int, resolution: int) -> Path:
+    """Where the conversion at ``time_steps`` and ``resolution`` writes its SNN file."""
+    return Path(work) / f"t{time_steps}-r{resolution}.snn"
+
+
 def model_at(target: str, resolution: int, state: Path | None = None) -> torch.nn.Module:
     return load_model(target, weights=state, input_shape=(3, resolution, resolution)).eval()
 
@@ -68,7 +73,7 @@ def child(args) -> dict:
         t0 = time.perf_counter()
         snn = rs.convert(model, calib, time_steps=args.time_steps, progress=False)
         seconds = time.perf_counter() - t0
-        snn.save(work / f"t{args.time_steps}-r{args.resolution}.snn")
+        snn.save(snn_path(work, args.time_steps, args.resolution))
         return {"seconds": seconds, "before_mb": before, "peak_mb": peak_mb()}
     images = pixels(args.batch_size, args.resolution)
     if args.child == "float":
@@ -80,7 +85,7 @@ def child(args) -> dict:
             with torch.no_grad():
                 model(x)
     else:
-        snn = rs.load(work / f"t{args.time_steps}-r{args.resolution}.snn")
+        snn = rs.load(snn_path(work, args.time_steps, args.resolution))
         engine = ENGINES[args.child]
 
         def work_fn():
@@ -118,7 +123,7 @@ def engines_at(args, **over) -> list[dict]:
     """The float forward and both engines at one setting (converting first when its .snn is new)."""
     T, res = over.get("time_steps", args.time_steps), over.get("resolution", args.resolution)
     rows = []
-    if not (Path(args.dir) / f"t{T}-r{res}.snn").exists():
+    if not snn_path(args.dir, T, res).exists():
         rows.append(measure(args, "convert", **over))
     rows += [measure(args, what, **over) for what in ("float", "integer", "spikes")]
     return rows
