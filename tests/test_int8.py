@@ -3,6 +3,8 @@ against float64 convolutions on random layers, and whole networks equal to the f
 spike engine and the QANN on real CIFAR-10 images."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -125,6 +127,7 @@ def test_the_kept_int8_plan_follows_changes_to_the_weights(cifar, resnet20_weigh
     snn = rs.convert(rs.create_model("resnet20", weights=resnet20_weights), x[:16], time_steps=4, progress=False)
     plan = engines._int8_plan(snn, "cpu")
     assert engines._int8_plan(snn, "cpu") is plan
+    assert set(vars(snn)) == {f.name for f in dataclasses.fields(snn)}  # kept beside it, not on it
     node = snn.graph.layers[1]
     snn.weights[node.terms[0].param].view(-1)[0] = 200
     changed = engines._int8_plan(snn, "cpu")
