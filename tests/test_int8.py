@@ -68,8 +68,14 @@ def cifar(cifar10_dir):
     return x[:64], y[:64]
 
 
+@pytest.fixture(autouse=True)
+def int8_wherever_exact(monkeypatch):
+    """The engine takes the int8 kernels wherever they are exact, fast or not: this file tests them."""
+    monkeypatch.setattr(engines, "int8_kernels", int8_matmul_exact)
+
+
 def float_kernels(monkeypatch):
-    monkeypatch.setattr(engines, "int8_matmul_exact", lambda: False)
+    monkeypatch.setattr(engines, "int8_kernels", lambda: False)
 
 
 @pytest.mark.parametrize("time_steps", [3, 8])

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from radixsnn.core.coding import radix_encode
 from radixsnn.core.graph import F32_EXACT, Node, exact_dtype, max_pool_integers, maxpool_pads, peak_input, synapse, term_gain, walk
 from radixsnn.core.inputs import pixel_integers
-from radixsnn.core.int8 import INT32_EXACT, gains_int32, int8_matmul_exact, synapse_int8, takes_int8, unrows, weight_matrix
+from radixsnn.core.int8 import INT32_EXACT, gains_int32, int8_kernels, synapse_int8, takes_int8, unrows, weight_matrix
 from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
 from radixsnn.core.snn import IntegerSNN
 from radixsnn.errors import ConfigError
@@ -107,7 +107,7 @@ def _bias(snn: IntegerSNN, node: Node, device) -> torch.Tensor:
 def _int8_weights(snn: IntegerSNN, node: Node, device) -> dict[str, torch.Tensor] | None:
     """The int8 weight matrices of a layer that runs exactly in int32 (:mod:`radixsnn.core.int8`): on a
     CPU whose int8 kernel is exact, every term an int8 product or a gain, every sum bounded below 2^31."""
-    if torch.device(device).type != "cpu" or not int8_matmul_exact():
+    if torch.device(device).type != "cpu" or not int8_kernels():
         return None
     bound = int(snn.biases[node.name].abs().max()) + _peak_current(snn, node, spikes=False)
     if bound >= INT32_EXACT:
@@ -132,7 +132,7 @@ def _int8_plan(snn: IntegerSNN, device) -> dict[str, dict[str, torch.Tensor] | N
     """:func:`_int8_weights` of every layer, kept between batches while ``snn`` lives and nothing they
     depend on changes: the key is the device, the kernel check, T and the input bits (per layer too), and
     every weight's and bias's storage, device and version counter (bumped by every in-place change)."""
-    key = (str(device), int8_matmul_exact(), snn.time_steps, snn.input_bits, tuple(sorted(snn.layer_time_steps.items())),
+    key = (str(device), int8_kernels(), snn.time_steps, snn.input_bits, tuple(sorted(snn.layer_time_steps.items())),
            tuple((t.data_ptr(), t.device, t._version) for t in (*snn.weights.values(), *snn.biases.values())))
     kept = _PLANS.get(id(snn))
     if kept is not None and kept[0]() is snn and kept[1] == key:

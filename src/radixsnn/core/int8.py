@@ -9,11 +9,13 @@ copy of the uint8 activations, with its (kh kw C, C_out) weight matrix.
 Not every CPU kernel accumulates exactly: without VNNI, some int8 kernels add pairs of products in
 saturating int16 or halve the weights. :func:`int8_matmul_exact` checks, once per process, that the
 kernel of this machine returns the exact products of extreme and random matrices; where it does not, the
-integer engine keeps to its float kernels (:func:`radixsnn.core.engines.run_integer`).
+integer engine keeps to its float kernels (:func:`radixsnn.core.engines.run_integer`), as it does where
+they are exact but slower than float (:func:`int8_matmul_fast`).
 """
 from __future__ import annotations
 
 import functools
+import time
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +46,34 @@ def int8_matmul_exact() -> bool:
         if got.dtype != torch.int32 or not torch.equal(got.to(torch.int64), a.to(torch.int64) @ b.to(torch.int64)):
             return False
     return True
+
+
+@functools.cache
+def int8_matmul_fast() -> bool:
+    """Whether ``torch._int_mm`` on this CPU beats the float32 product on a layer-sized matrix (a 3x3
+    convolution of 64 channels over 2048 pixels; best of 3 each, once per process). Both are exact, so
+    this choice changes the speed only: CPUs without VNNI (AVX2) run ``_int_mm`` about 10x slower than float."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randint(-128, 128, (2048, 576), generator=gen, dtype=torch.int8)
+    b = torch.randint(-128, 128, (576, 64), generator=gen, dtype=torch.int8)
+    af, bf = a.float(), b.float()
+
+    def best(fn):
+        fn()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(lambda: torch._int_mm(a, b)) <= best(lambda: af @ bf)
+
+
+def int8_kernels() -> bool:
+    """Whether the integer engine takes the int8 kernels: exact (:func:`int8_matmul_exact`) and faster
+    than float on this CPU (:func:`int8_matmul_fast`)."""
+    return int8_matmul_exact() and int8_matmul_fast()
 
 
 def _dense(m: torch.Tensor) -> torch.Tensor:
