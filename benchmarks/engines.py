@@ -88,7 +88,7 @@ def main():
         run_onnx(snn, batches[0])  # builds the session
         o = best_time(lambda xb: run_onnx(snn, xb), batches, args.repeats, clock)
         lowerings = plan(snn)
-        fast = sum(low.lowering == "qlinear" for low in lowerings)
+        fast = sum(low.lowering in ("qlinear", "two-stage") for low in lowerings)
         print(f"| {T} | {s:.3f} | {s / (T * f):.2f} | {i:.3f} | {i / f:.2f} | {o:.3f} | {o / f:.2f} | "
               f"{fast} of {len(lowerings) - 1} |")
 

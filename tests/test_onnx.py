@@ -30,7 +30,8 @@ from safetensors import safe_open
 import radixsnn as rs
 from radixsnn.cli import main
 from radixsnn.core.engines import run_integer
-from radixsnn.core.onnx_export import (PAIR_LIMIT, plan, qlinear_requantization, rounding_holds, to_onnx)
+from radixsnn.core.onnx_export import (PAIR_LIMIT, _split_channel, plan, qlinear_requantization, rounding_holds,
+                                       to_onnx)
 from radixsnn.data import load_cifar
 from radixsnn.errors import ConfigError, ConversionError
 from test_convert import MODELS, NORM, images, randomize_bn
@@ -118,6 +119,27 @@ def test_products_are_exact_within_the_pair_bound(w_type):
     assert np.array_equal(got, np.clip(np.round(acc / 1024), 0, 255))  # the plain multiplier rounds half to even
 
 
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(g=st.integers(-3000, 1 << 18), d=st.integers(0, 20), t=st.integers(1, 8), t_src=st.integers(1, 8),
+       lo=st.integers(-(1 << 22), 0), span=st.integers(0, 1 << 23), data=st.data())
+def test_two_stage_split_is_the_one_stage_floor(g, d, t, t_src, lo, span, data):
+    """Wherever :func:`_split_channel` gives a split, the two stages -- ``q = floor((u + low s) / 2^e) - L``
+    saturated to uint8, then ``floor((q + L + high s) / 2^(d - e))`` saturated to ``2^T - 1`` -- equal the
+    layer's ``clamp(floor((u + g s) / 2^d), 0, 2^T - 1)`` for sums ``u`` in its range and every shortcut
+    value ``s``; the taps fit int8. (QLinearConv's floors are ``rounding_holds``, proved above.)"""
+    cap, peak, hi = (1 << t) - 1, (1 << t_src) - 1, lo + span
+    split = _split_channel(g, d, peak, cap, lo, hi)
+    if split is None:
+        return
+    e, low, high, window = split
+    assert -128 <= low <= 127 and -127 <= high <= 127 and 0 <= e <= d
+    u = np.array(sorted({lo, hi, *data.draw(st.lists(st.integers(lo, hi), min_size=1, max_size=20))}), np.int64)[:, None]
+    s = np.arange(peak + 1, dtype=np.int64)[None, :]
+    q = np.clip(np.floor_divide(u + low * s, 1 << e) - window, 0, 255)
+    got = np.clip(np.floor_divide(q + window + high * s, 1 << (d - e)), 0, cap)
+    assert np.array_equal(got, np.clip(np.floor_divide(u + g * s, 1 << d), 0, cap))
+
+
 def _assert_exact(snn, x):
     assert torch.equal(rs.run(snn, x, engine="onnx").logits, run_integer(snn, x).logits)
 
@@ -140,7 +162,8 @@ def test_resnet20_on_cifar_images(cifar, resnet20_weights, T):
     train, test, _ = cifar
     snn = rs.convert(rs.create_model("resnet20", weights=resnet20_weights), train, time_steps=T, progress=False)
     lowerings = {low.lowering for low in plan(snn)}
-    assert lowerings == {"qlinear", "integer", "readout"}  # both neuron lowerings on one network
+    assert {"qlinear", "integer", "readout"} <= lowerings  # every neuron lowering on one network
+    assert ("two-stage" in lowerings) == (T == 4)  # residual layers of 4-step trains in two QLinearConvs
     _assert_exact(snn, test)
 
 

@@ -7,7 +7,7 @@ image as the SNN does (``pixels``, N x C x H x W) and gives the int64 ``logits``
 logits' float scale per class (``float logits = logits * scale``), ``T`` per layer and per channel, the
 bit widths, the ``.snn`` digest and the radixsnn version.
 
-Each neuron layer is lowered one of two ways, chosen per layer from its integers (the conditions are
+Each neuron layer is lowered one of three ways, chosen per layer from its integers (the conditions are
 proved in tests/test_onnx.py):
 
 * ``qlinear`` -- one ``QLinearConv`` does the whole layer: the products, the int32 bias, the shift and
@@ -20,10 +20,14 @@ proved in tests/test_onnx.py):
   (x86 CPUs without VNNI add pairs of uint8 x int8 products in int16, with saturation; this holds for
   8-bit weights on trains of up to 7 steps and for 7-bit weights on 8), otherwise uint8 with zero point
   128 (exact for any 8-bit weights, about a third slower).
+* ``two-stage`` -- a residual layer whose shortcut gains exceed 8 bits, in two QLinearConvs
+  (:func:`shortcut_split`): the convolution with the low part of each gain on its centre tap, floored
+  into a per-channel uint8 window; then a 1x1 QLinearConv adds the window's offset and the high part of
+  the gain times the shortcut and floors the rest of the shift.
 * ``integer`` -- ``ConvInteger`` / ``MatMulInteger`` of uint8 x uint8 into int32 (exact for any 8-bit
   weights), the other terms and the bias added in int32, then ``Max 0``, ``BitShift`` right per
-  channel, ``Min`` with ``2^T_c - 1``. Used for linear layers, for shortcuts that a convolution's
-  centre tap cannot carry, and where the rounding condition fails. The readout is lowered this way and
+  channel, ``Min`` with ``2^T_c - 1``. Used for linear layers, for shortcuts that neither
+  lowering above can carry, and where the rounding condition fails. The readout is lowered this way and
   its int32 sums are the logits.
 
 Tested with onnx 1.23.2 and onnxruntime 1.32.0, opset :data:`OPSET`. onnx and onnxruntime are the
@@ -80,8 +84,8 @@ def require_onnx():
 
 @dataclass(frozen=True)
 class Lowering:
-    """How one layer becomes ONNX operators: ``lowering`` is ``"qlinear"``, ``"integer"`` or ``"readout"``;
-    ``weights`` the type of its weights in QLinearConv (``"int8"`` or ``"uint8"``)."""
+    """How one layer becomes ONNX operators: ``lowering`` is ``"qlinear"``, ``"two-stage"``, ``"integer"`` or
+    ``"readout"``; ``weights`` the type of its weights in (the first) QLinearConv (``"int8"`` or ``"uint8"``)."""
 
     layer: str
     lowering: str
@@ -136,12 +140,12 @@ def rounding_holds(shift: int, steps: int, high: int) -> bool:
     return (2 * max(q, 0) + 1) << shift <= ROUNDING_LIMIT
 
 
-def channel_ranges(snn: IntegerSNN, node: Node) -> tuple[list[int], list[int]]:
-    """Each output channel's smallest and largest sum (bias included), from its weights and its sources'
-    values in ``[0, 2^T_src - 1]``."""
+def channel_ranges(snn: IntegerSNN, node: Node, terms=None) -> tuple[list[int], list[int]]:
+    """Each output channel's smallest and largest sum (bias included) of the layer's ``terms`` (default:
+    all), from their weights and their sources' values in ``[0, 2^T_src - 1]``."""
     low = high = snn.biases[node.name].reshape(node.channels, -1).to(torch.int64)
     low, high = low.amin(1), high.amax(1)
-    for t in node.terms:
+    for t in node.terms if terms is None else terms:
         w = snn.weights[t.param].to(torch.int64).reshape(snn.weights[t.param].shape[0], -1)
         scale = _source_peak(snn, t.src)
         if t.op == "linear" and t.attrs["mode"] == "sumpool":
@@ -170,6 +174,67 @@ def _rounding_holds(snn: IntegerSNN, node: Node) -> bool:
                enumerate(zip(_shifts(snn, node), _steps(snn, node), ranges[1])))
 
 
+@dataclass(frozen=True)
+class ShortcutSplit:
+    """A residual layer in two QLinearConvs, per output channel ``c`` (see :func:`shortcut_split`): the
+    shortcut gain ``g = low + high 2^e``; the first stage floors ``(conv + bias + low s) / 2^e`` minus
+    ``window`` into uint8, the second floors ``(q + window + high s) / 2^(dT - e)``."""
+
+    shift: list[int]
+    low: list[int]
+    high: list[int]
+    window: list[int]
+
+
+def _split_channel(g: int, d: int, peak: int, cap: int, lo: int, hi: int) -> tuple[int, int, int, int] | None:
+    """``(e, low, high, window)`` for one channel whose shortcut gain is ``g`` on a source of values in
+    ``[0, peak]``, with shift ``d``, saturation ``cap`` and conv-plus-bias sums in ``[lo, hi]``; None where
+    no split fits. With ``q = floor(u / 2^e)`` for ``u = conv + bias + low s``, the layer's value is
+    ``clamp(floor((q + high s) / 2^j), 0, cap)``, ``j = d - e`` (``high s 2^e`` is a multiple of ``2^e``).
+    Every ``q`` at or below ``L = 2^j - 1 - max(0, high peak)`` gives 0 and every ``q`` at or above
+    ``H = cap 2^j - min(0, high peak)`` gives ``cap`` for every ``s``, so the first stage may saturate
+    ``q - L`` to ``[0, 255]`` when ``H - L <= 255``. The largest ``e`` that fits is taken."""
+    for e in range(d, -1, -1):
+        r = g % (1 << e)
+        low = r - (1 << e) if 2 * r >= 1 << e else r  # the remainder nearest 0
+        if not -128 <= low <= 127:
+            continue
+        high, j = (g - low) >> e, d - e
+        if abs(high) > 127:
+            return None
+        window = (1 << j) - 1 - max(0, high * peak)
+        top = cap * (1 << j) - min(0, high * peak)
+        if top - window > 255:
+            continue
+        first = hi + max(0, low * peak) - (window << e)
+        second = 255 + window + max(0, high * peak)
+        extreme = max(abs(lo + min(0, low * peak) - (window << e)), abs(first)) + (1 << e)
+        if extreme < INT32_LIMIT and rounding_holds(e, 8, first) and rounding_holds(j, cap.bit_length(), second):
+            return e, low, high, window
+    return None
+
+
+def shortcut_split(snn: IntegerSNN, node: Node) -> ShortcutSplit | None:
+    """The two-stage lowering of a layer with one shortcut (see :func:`_split_channel`), or None where a
+    channel does not fit it. The layer's conv terms are one QLinearConv (:func:`_one_qlinear_conv`)."""
+    selects = [t for t in node.terms if t.op == "select"]
+    if len(selects) != 1:
+        return None
+    term = selects[0]
+    gains = _shortcut_gains(term, np.asarray(snn.weights[term.param].cpu().numpy(), np.int64)).tolist()
+    low, high = channel_ranges(snn, node, [t for t in node.terms if t.op == "conv2d"])
+    constant = constant_channels(snn, node)
+    peak = _source_peak(snn, term.src)
+    out = ShortcutSplit([], [], [], [])
+    for c, (g, d, t, lo, hi) in enumerate(zip(gains, _shifts(snn, node), _steps(snn, node), low, high)):
+        split = (0, 0, 0, 0) if c in constant else _split_channel(g, d, peak, (1 << t) - 1, lo, hi)
+        if split is None:
+            return None
+        for field, value in zip((out.shift, out.low, out.high, out.window), split):
+            field.append(value)
+    return out
+
+
 def plan(snn: IntegerSNN) -> list[Lowering]:
     """The lowering of every layer (neuron layers and the readout), in graph order; raises
     :class:`ConversionError` naming the layer for what ONNX's 8-bit integer operators cannot hold."""
@@ -194,6 +259,10 @@ def plan(snn: IntegerSNN) -> list[Lowering]:
         elif (_one_qlinear_conv(node) and largest <= 127 and snn.biases[node.name].dim() == 1
               and _rounding_holds(snn, node)):
             lowering = "qlinear"
+        elif _one_qlinear_conv(node) and snn.biases[node.name].dim() == 1 and (split := shortcut_split(snn, node)):
+            lowering = "two-stage"
+            taps = max(int(w.abs().max()) for t, w in zip(node.terms, weights) if t.op == "conv2d")
+            kind = "int8" if 2 * peak * max(taps, *(abs(v) for v in split.low)) <= PAIR_LIMIT else "uint8"
         else:
             lowering = "integer"
         out.append(Lowering(node.name, lowering, kind))
@@ -257,12 +326,18 @@ def _shortcut(b: _Builder, term, node: Node, x: str) -> tuple[str, np.ndarray]:
         pads = np.zeros(2 * (dims + 2), np.int64)
         pads[1], pads[dims + 3] = before, after
         x = b.op("Pad", [x, b.const("pads", pads)], "padded")
+    return x, _shortcut_gains(term, np.asarray(b.weights[term.param], np.int64))
+
+
+def _shortcut_gains(term, gains: np.ndarray) -> np.ndarray:
+    """A select term's gains per output channel, 0 on the channels that read zeros (channel -1 or padding)."""
+    gains = gains.copy()
     channels = term.attrs.get("channels")
-    gains = np.asarray(b.weights[term.param], np.int64).copy()
-    if channels is not None and min(channels) < 0:  # a -1 channel reads zeros: its gain is 0
+    if channels is not None and min(channels) < 0:
+        before, after = term.attrs["pad"]
         read = [-1] * before + list(channels) + [-1] * after
         gains[[i for i, c in enumerate(read) if c < 0]] = 0
-    return x, gains
+    return gains
 
 
 def _integer_term(b: _Builder, term, node: Node, values: dict[str, str]) -> str:
@@ -336,14 +411,58 @@ def _qlinear_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, s
     bias, shifts = snn.biases[node.name].cpu().numpy().astype(np.int64), _shifts(snn, node)
     for c, value in constant_channels(snn, node).items():  # a channel that never changes: its value as the bias
         w[c], bias[c], shifts[c] = 0, value, 0
+    y = _qlinear(b, x, w, bias, shifts, weights, node.name, **_conv_attrs(convs[0]))
+    caps = [(1 << t) - 1 for t in _steps(snn, node)]
+    if min(caps) < 255:
+        y = b.op("Min", [y, b.const("cap", _per_channel(caps, node, np.uint8))], node.name)
+    return y
+
+
+def _qlinear(b: _Builder, x: str, w: np.ndarray, bias: np.ndarray, shifts: list[int], weights: str, name: str,
+             **attrs) -> str:
+    """One QLinearConv of uint8 ``x`` with integer weights ``w`` that floors ``(sum + bias) / 2^shift`` per
+    output channel and saturates to ``[0, 255]`` (:func:`qlinear_requantization`)."""
     bias, scale = qlinear_requantization(bias, shifts)
+    channels = w.shape[0]
     if weights == "int8":
-        w_const, w_zero = b.const("w", w.astype(np.int8)), b.const("w_zero", np.zeros(node.channels, np.int8))
+        w_const, w_zero = b.const("w", w.astype(np.int8)), b.const("w_zero", np.zeros(channels, np.int8))
     else:
         w_const, w_zero = b.const("w", (w + 128).astype(np.uint8)), b.const("w_zero", np.array(128, np.uint8))
-    y = b.op("QLinearConv", [x, b.const("x_scale", np.array(1.0, np.float32)), b.const("x_zero", np.array(0, np.uint8)),
-                             w_const, b.const("w_scale", scale), w_zero, b.const("y_scale", np.array(1.0, np.float32)),
-                             b.const("y_zero", np.array(0, np.uint8)), b.const("bias", bias)], node.name, **_conv_attrs(convs[0]))
+    return b.op("QLinearConv", [x, b.const("x_scale", np.array(1.0, np.float32)), b.const("x_zero", np.array(0, np.uint8)),
+                                w_const, b.const("w_scale", scale), w_zero, b.const("y_scale", np.array(1.0, np.float32)),
+                                b.const("y_zero", np.array(0, np.uint8)), b.const("bias", bias)], name, **attrs)
+
+
+def _two_stage_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, str], weights: str) -> str:
+    """A residual layer in two QLinearConvs (:func:`shortcut_split`): the convolution with the shortcut's
+    low gains on its centre tap, floored by ``2^e`` into a uint8 window; then a 1x1 QLinearConv adds the
+    window's offset and the shortcut's high gains and floors by ``2^(dT - e)``; ``Min`` for trains under 8 steps."""
+    split = shortcut_split(snn, node)
+    convs = [t for t in node.terms if t.op == "conv2d"]
+    select = next(t for t in node.terms if t.op == "select")
+    kh, kw = convs[0].weight_shape[2:]
+    n = node.channels
+    inputs = [_gather(b, t, values[t.src]) for t in convs]
+    blocks = [np.asarray(b.weights[t.param], np.int64) for t in convs]
+    shortcut, _ = _shortcut(b, select, node, values[select.src])
+    if any(split.low):
+        block = np.zeros((n, n, kh, kw), np.int64)
+        block[np.arange(n), np.arange(n), kh // 2, kw // 2] = split.low
+        inputs.append(shortcut)
+        blocks.append(block)
+    x = inputs[0] if len(inputs) == 1 else b.op("Concat", inputs, "stacked", axis=1)
+    w = np.concatenate(blocks, axis=1)
+    bias = snn.biases[node.name].cpu().numpy().astype(np.int64) - (np.array(split.window, np.int64) << np.array(split.shift))
+    second_w = np.zeros((n, 2 * n, 1, 1), np.int64)
+    second_w[np.arange(n), np.arange(n), 0, 0] = 1
+    second_w[np.arange(n), n + np.arange(n), 0, 0] = split.high
+    second_bias = np.array(split.window, np.int64)
+    second_shift = [d - e for d, e in zip(_shifts(snn, node), split.shift)]
+    for c, value in constant_channels(snn, node).items():  # a channel that never changes: its value as the bias
+        w[c], bias[c], second_w[c], second_bias[c], second_shift[c] = 0, 0, 0, value, 0
+    q = _qlinear(b, x, w, bias, split.shift, weights, "window", **_conv_attrs(convs[0]))
+    kind = "int8" if 2 * 255 * max(1, *(abs(v) for v in split.high)) <= PAIR_LIMIT else "uint8"
+    y = _qlinear(b, b.op("Concat", [q, shortcut], "stacked", axis=1), second_w, second_bias, second_shift, kind, node.name)
     caps = [(1 << t) - 1 for t in _steps(snn, node)]
     if min(caps) < 255:
         y = b.op("Min", [y, b.const("cap", _per_channel(caps, node, np.uint8))], node.name)
@@ -372,6 +491,8 @@ def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
                                      pads=[top, left, bottom, right])
         elif lowerings[node.name].lowering == "qlinear":
             values[node.name] = _qlinear_layer(b, snn, node, values, lowerings[node.name].weights)
+        elif lowerings[node.name].lowering == "two-stage":
+            values[node.name] = _two_stage_layer(b, snn, node, values, lowerings[node.name].weights)
         else:
             values[node.name] = _integer_layer(b, snn, node, values)
     n = batch if batch is not None else "N"
