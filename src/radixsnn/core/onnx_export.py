@@ -85,11 +85,13 @@ def require_onnx():
 @dataclass(frozen=True)
 class Lowering:
     """How one layer becomes ONNX operators: ``lowering`` is ``"qlinear"``, ``"two-stage"``, ``"integer"`` or
-    ``"readout"``; ``weights`` the type of its weights in (the first) QLinearConv (``"int8"`` or ``"uint8"``)."""
+    ``"readout"``; ``weights`` the type of its weights in (the first) QLinearConv (``"int8"`` or ``"uint8"``);
+    ``split`` the two-stage lowering's :class:`ShortcutSplit`."""
 
     layer: str
     lowering: str
     weights: str
+    split: ShortcutSplit | None = None
 
 
 def _source_peak(snn: IntegerSNN, src: str) -> int:
@@ -244,6 +246,7 @@ def plan(snn: IntegerSNN) -> list[Lowering]:
                                   "activations of the ONNX export (T <= 8)")
     out = []
     for node in snn.graph.layers:
+        split = None
         weights = [snn.weights[t.param] for t in node.terms]
         bound = peak_input(snn.graph, node, weights, lambda s: _source_peak(snn, s)) + int(snn.biases[node.name].abs().max())
         if bound + (1 << max(_shifts(snn, node))) >= INT32_LIMIT:
@@ -265,7 +268,7 @@ def plan(snn: IntegerSNN) -> list[Lowering]:
             kind = "int8" if 2 * peak * max(taps, *(abs(v) for v in split.low)) <= PAIR_LIMIT else "uint8"
         else:
             lowering = "integer"
-        out.append(Lowering(node.name, lowering, kind))
+        out.append(Lowering(node.name, lowering, kind, split if lowering == "two-stage" else None))
     return out
 
 
@@ -402,16 +405,26 @@ def _qlinear_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, s
     for term in node.terms:
         if term.op == "select":  # the shortcut's gains on the centre tap of channels of its own
             x, gains = _shortcut(b, term, node, values[term.src])
-            block = np.zeros((node.channels, node.channels, kh, kw), np.int64)
-            block[np.arange(node.channels), np.arange(node.channels), kh // 2, kw // 2] = gains
             inputs.append(x)
-            blocks.append(block)
+            blocks.append(_centre_taps(gains, kh, kw))
     x = inputs[0] if len(inputs) == 1 else b.op("Concat", inputs, "stacked", axis=1)
     w = np.concatenate(blocks, axis=1)
     bias, shifts = snn.biases[node.name].cpu().numpy().astype(np.int64), _shifts(snn, node)
     for c, value in constant_channels(snn, node).items():  # a channel that never changes: its value as the bias
         w[c], bias[c], shifts[c] = 0, value, 0
-    y = _qlinear(b, x, w, bias, shifts, weights, node.name, **_conv_attrs(convs[0]))
+    return _saturate(b, snn, node, _qlinear(b, x, w, bias, shifts, weights, node.name, **_conv_attrs(convs[0])))
+
+
+def _centre_taps(gains, kh: int, kw: int) -> np.ndarray:
+    """The ``(C, C, kh, kw)`` kernel that multiplies channel ``c`` by ``gains[c]`` at the centre tap."""
+    n = len(gains)
+    block = np.zeros((n, n, kh, kw), np.int64)
+    block[np.arange(n), np.arange(n), kh // 2, kw // 2] = gains
+    return block
+
+
+def _saturate(b: _Builder, snn: IntegerSNN, node: Node, y: str) -> str:
+    """``Min`` of a QLinearConv's uint8 output with ``2^T_c - 1`` where trains are under 8 steps."""
     caps = [(1 << t) - 1 for t in _steps(snn, node)]
     if min(caps) < 255:
         y = b.op("Min", [y, b.const("cap", _per_channel(caps, node, np.uint8))], node.name)
@@ -433,11 +446,11 @@ def _qlinear(b: _Builder, x: str, w: np.ndarray, bias: np.ndarray, shifts: list[
                                 b.const("y_zero", np.array(0, np.uint8)), b.const("bias", bias)], name, **attrs)
 
 
-def _two_stage_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, str], weights: str) -> str:
+def _two_stage_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, str], lowering: Lowering) -> str:
     """A residual layer in two QLinearConvs (:func:`shortcut_split`): the convolution with the shortcut's
     low gains on its centre tap, floored by ``2^e`` into a uint8 window; then a 1x1 QLinearConv adds the
     window's offset and the shortcut's high gains and floors by ``2^(dT - e)``; ``Min`` for trains under 8 steps."""
-    split = shortcut_split(snn, node)
+    split = lowering.split
     convs = [t for t in node.terms if t.op == "conv2d"]
     select = next(t for t in node.terms if t.op == "select")
     kh, kw = convs[0].weight_shape[2:]
@@ -446,10 +459,8 @@ def _two_stage_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str,
     blocks = [np.asarray(b.weights[t.param], np.int64) for t in convs]
     shortcut, _ = _shortcut(b, select, node, values[select.src])
     if any(split.low):
-        block = np.zeros((n, n, kh, kw), np.int64)
-        block[np.arange(n), np.arange(n), kh // 2, kw // 2] = split.low
         inputs.append(shortcut)
-        blocks.append(block)
+        blocks.append(_centre_taps(split.low, kh, kw))
     x = inputs[0] if len(inputs) == 1 else b.op("Concat", inputs, "stacked", axis=1)
     w = np.concatenate(blocks, axis=1)
     bias = snn.biases[node.name].cpu().numpy().astype(np.int64) - (np.array(split.window, np.int64) << np.array(split.shift))
@@ -460,13 +471,10 @@ def _two_stage_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str,
     second_shift = [d - e for d, e in zip(_shifts(snn, node), split.shift)]
     for c, value in constant_channels(snn, node).items():  # a channel that never changes: its value as the bias
         w[c], bias[c], second_w[c], second_bias[c], second_shift[c] = 0, 0, 0, value, 0
-    q = _qlinear(b, x, w, bias, split.shift, weights, "window", **_conv_attrs(convs[0]))
+    q = _qlinear(b, x, w, bias, split.shift, lowering.weights, "window", **_conv_attrs(convs[0]))
     kind = "int8" if 2 * 255 * max(1, *(abs(v) for v in split.high)) <= PAIR_LIMIT else "uint8"
-    y = _qlinear(b, b.op("Concat", [q, shortcut], "stacked", axis=1), second_w, second_bias, second_shift, kind, node.name)
-    caps = [(1 << t) - 1 for t in _steps(snn, node)]
-    if min(caps) < 255:
-        y = b.op("Min", [y, b.const("cap", _per_channel(caps, node, np.uint8))], node.name)
-    return y
+    return _saturate(b, snn, node, _qlinear(b, b.op("Concat", [q, shortcut], "stacked", axis=1), second_w, second_bias,
+                                            second_shift, kind, node.name))
 
 
 def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
@@ -492,7 +500,7 @@ def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
         elif lowerings[node.name].lowering == "qlinear":
             values[node.name] = _qlinear_layer(b, snn, node, values, lowerings[node.name].weights)
         elif lowerings[node.name].lowering == "two-stage":
-            values[node.name] = _two_stage_layer(b, snn, node, values, lowerings[node.name].weights)
+            values[node.name] = _two_stage_layer(b, snn, node, values, lowerings[node.name])
         else:
             values[node.name] = _integer_layer(b, snn, node, values)
     n = batch if batch is not None else "N"
