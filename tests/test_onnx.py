@@ -249,6 +249,26 @@ def _small_snn(T=4, **kw):
     return qann.to_snn()
 
 
+def test_the_kept_session_follows_the_snn(monkeypatch):
+    """The onnxruntime session is built once per SNN and kept beside it (the SNN's attributes stay its
+    fields); an in-place change of a weight or bias rebuilds it, and the logits stay the integer engine's."""
+    import dataclasses
+
+    from radixsnn.core import onnx_export
+
+    snn, x = _small_snn(), images(8, seed=4)
+    built = []
+    monkeypatch.setattr(onnx_export, "to_onnx", lambda s, real=onnx_export.to_onnx: built.append(1) or real(s))
+    first = rs.run(snn, x, engine="onnx").logits
+    assert torch.equal(rs.run(snn, x, engine="onnx").logits, first) and len(built) == 1
+    assert set(vars(snn)) == {f.name for f in dataclasses.fields(snn)}
+    assert rs.IntegerSNN(**vars(snn)).equals(snn)
+    layer = snn.graph.layers[-1]
+    snn.biases[layer.name] += 7
+    changed = rs.run(snn, x, engine="onnx").logits
+    assert len(built) == 2 and torch.equal(changed, run_integer(snn, x).logits) and not torch.equal(changed, first)
+
+
 def test_what_onnx_cannot_hold_is_refused_naming_the_layer(tmp_path):
     snn = _small_snn(T=9)
     with pytest.raises(ConversionError, match=r"layer \S+: its 9-step trains do not fit"):

@@ -16,7 +16,6 @@ algorithms could round).
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -27,7 +26,7 @@ from radixsnn.core.graph import F32_EXACT, Node, exact_dtype, max_pool_integers,
 from radixsnn.core.inputs import pixel_integers
 from radixsnn.core.int8 import INT32_EXACT, gains_int32, int8_kernels, synapse_int8, takes_int8, unrows, weight_matrix
 from radixsnn.core.neuron import radix_lif, radix_lif_fused, radix_readout
-from radixsnn.core.snn import IntegerSNN
+from radixsnn.core.snn import IntegerSNN, kept
 from radixsnn.errors import ConfigError
 
 ENGINES = ("spikes", "integer", "onnx")
@@ -123,25 +122,11 @@ def _int8_weights(snn: IntegerSNN, node: Node, device) -> dict[str, torch.Tensor
     return matrices
 
 
-#: id(snn) -> (a weak reference to it, the key of its plan, the plan): :func:`_int8_plan`'s kept plans,
-#: held beside the SNNs rather than on them, so an IntegerSNN's attributes remain its fields.
-_PLANS: dict[int, tuple] = {}
-
-
 def _int8_plan(snn: IntegerSNN, device) -> dict[str, dict[str, torch.Tensor] | None]:
-    """:func:`_int8_weights` of every layer, kept between batches while ``snn`` lives and nothing they
-    depend on changes: the key is the device, the kernel check, T and the input bits (per layer too), and
-    every weight's and bias's storage, device and version counter (bumped by every in-place change)."""
-    key = (str(device), int8_kernels(), snn.time_steps, snn.input_bits, tuple(sorted(snn.layer_time_steps.items())),
-           tuple((t.data_ptr(), t.device, t._version) for t in (*snn.weights.values(), *snn.biases.values())))
-    kept = _PLANS.get(id(snn))
-    if kept is not None and kept[0]() is snn and kept[1] == key:
-        return kept[2]
-    plan = {node.name: _int8_weights(snn, node, device) for node in snn.graph.layers}
-    if kept is None or kept[0]() is not snn:
-        weakref.finalize(snn, _PLANS.pop, id(snn), None)
-    _PLANS[id(snn)] = (weakref.ref(snn), key, plan)
-    return plan
+    """:func:`_int8_weights` of every layer, :func:`~radixsnn.core.snn.kept` between batches while nothing
+    they depend on changes: the device, the kernel check and the SNN's :meth:`~IntegerSNN.state_key`."""
+    return kept(snn, "int8-plan", (str(device), int8_kernels(), snn.state_key()),
+                lambda: {node.name: _int8_weights(snn, node, device) for node in snn.graph.layers})
 
 
 def _int8_layer(snn: IntegerSNN, node: Node, values: dict, matrices: dict, device) -> torch.Tensor:

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from radixsnn.core.graph import Node, maxpool_pads, peak_input
-from radixsnn.core.snn import IntegerSNN
+from radixsnn.core.snn import IntegerSNN, kept
 from radixsnn.errors import ConfigError, ConversionError
 from radixsnn.outputs import atomic_write
 from radixsnn.version import __version__
@@ -571,11 +571,10 @@ def _session(data: bytes, threads: int | None = None):
 
 
 def run_onnx(snn: IntegerSNN, images: torch.Tensor) -> torch.Tensor:
-    """The int64 logits onnxruntime computes for uint8 ``images`` from the SNN's ONNX model (built once per
-    SNN object and kept on it)."""
-    session = getattr(snn, "_onnx_session", None)
-    if session is None:
-        session = _session(to_onnx(snn).SerializeToString())
-        snn._onnx_session = session
+    """The int64 logits onnxruntime computes for uint8 ``images`` from the SNN's ONNX model (built once and
+    :func:`~radixsnn.core.snn.kept` while the SNN, its integers and the thread count stay the same)."""
+    threads = torch.get_num_threads()
+    session = kept(snn, "onnx-session", (threads, snn.state_key()),
+                   lambda: _session(to_onnx(snn).SerializeToString(), threads))
     logits = session.run(None, {"pixels": images.cpu().contiguous().numpy()})[0]
     return torch.from_numpy(logits).to(images.device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,6 +205,18 @@ class IntegerSNN:
         out.biases = {k: v.to(device) for k, v in self.biases.items()}
         return out
 
+    def state_key(self) -> tuple:
+        """What every derived form of the SNN (the integer engine's int8 plan, the ONNX session) depends on,
+        as a comparable value: T (per layer and channel), bit widths, shifts, and each integer tensor's
+        storage, device and version counter (which every in-place change bumps)."""
+        def frozen(d):
+            return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
+
+        tensors = (*self.weights.items(), *self.biases.items(), *self.scales.items())
+        return (id(self.graph), self.time_steps, self.weight_bits, self.input_bits, frozen(self.layer_time_steps),
+                frozen(self.layer_weight_bits), frozen(self.channel_time_steps), frozen(self.delta_t),
+                tuple((k, t.data_ptr(), t.device, t._version) for k, t in tensors))
+
     def equals(self, other: "IntegerSNN") -> bool:
         """Same graph, T, bit widths, shifts and integers."""
         return (
@@ -291,6 +304,25 @@ class IntegerSNN:
             raise SNNFileError(f"{path}: {exc}") from None
         except (RadixSNNError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SNNFileError(f"{path}: invalid radixsnn header ({exc})") from None
+
+
+#: (id(snn), what) -> (a weak reference to the SNN, key, value): what :func:`kept` holds beside SNNs
+#: rather than on them, so an IntegerSNN's attributes remain its fields (``IntegerSNN(**vars(snn))`` works).
+_KEPT: dict[tuple[int, str], tuple] = {}
+
+
+def kept(snn: IntegerSNN, what: str, key, build):
+    """``build()``, computed once and kept for ``snn`` under the name ``what`` while the SNN lives and
+    ``key`` (which should include :meth:`IntegerSNN.state_key`) stays equal; a new key rebuilds it."""
+    slot = (id(snn), what)
+    held = _KEPT.get(slot)
+    if held is not None and held[0]() is snn and held[1] == key:
+        return held[2]
+    value = build()
+    if held is None or held[0]() is not snn:
+        weakref.finalize(snn, _KEPT.pop, slot, None)
+    _KEPT[slot] = (weakref.ref(snn), key, value)
+    return value
 
 
 def _weight_dtype(weight_bits: int) -> torch.dtype:
