@@ -195,6 +195,43 @@ def test_gradients_reach_weights_and_scales():
     assert any(p.grad.abs().sum() > 0 for p in qann.scales.values())
 
 
+@pytest.mark.parametrize("n", [1, 2, 3, 1000, 65537, 3_000_001])
+def test_skip_randperm_advances_the_generator_as_randperm(n):
+    from radixsnn.core.qann import skip_randperm
+
+    a, b = torch.Generator().manual_seed(n), torch.Generator().manual_seed(n)
+    torch.randperm(n, generator=a)
+    skip_randperm(n, b)
+    assert torch.equal(a.get_state(), b.get_state())
+    assert torch.equal(torch.randperm(50, generator=a), torch.randperm(50, generator=b))
+
+
+class _Place:
+    """One of ``world_size`` calibrating processes, simulated in this one: the all-reduce is left to the test."""
+
+    def __init__(self, rank, world_size):
+        self.rank, self.world_size = rank, world_size
+
+    def all_reduce_sum_(self, t):
+        return t
+
+
+@pytest.mark.parametrize("act_scale", ["layer", "channel"])
+@pytest.mark.parametrize("world", [2, 3])
+def test_shared_calibration_samples_sum_to_one_process(act_scale, world):
+    """Processes that each run the float passes of their own batches (5 batches, uneven shares; with 3
+    processes one of them has no batch on a second round) hold samples that sum exactly to one process's."""
+    qann = rs.quantize(randomize_bn(MODELS["residual"]()), 3, act_scale=act_scale, input_shape=(3, 16, 16), **NORM)
+    x = images(37, seed=4)
+    one = qann.activation_samples(x, batch_size=8, samples_per_layer=2000, progress=False)
+    parts = [qann.activation_samples(x, batch_size=8, samples_per_layer=2000, progress=False, share=_Place(r, world))
+             for r in range(world)]
+    assert one.keys() == parts[0].keys()
+    for name, a in one.items():
+        assert torch.equal(sum(p[name] for p in parts), a)
+        assert all(not torch.equal(p[name], a) for p in parts)  # each process held only its share
+
+
 def test_conversion_does_not_mutate_the_model():
     model = randomize_bn(VGGLike())
     before = copy.deepcopy(model.state_dict())

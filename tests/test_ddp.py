@@ -88,3 +88,17 @@ def test_two_process_evaluation_equals_one_process(tmp_path, cifar10_dir, resnet
         for key in ("seconds", "images_per_second", "processes"):
             a.pop(key), b.pop(key)
         assert a == b
+
+
+def test_two_process_conversion_writes_the_one_process_file(tmp_path, cifar10_dir, resnet20_weights):
+    """Under torchrun the processes share the calibration's float passes (600 images: 3 batches, uneven
+    shares) and the file rank 0 writes is byte for byte the one-process file."""
+    from radixsnn.cli import main
+
+    common = ["--model", "resnet20", "--weights", str(resnet20_weights), "--time-steps", "3", "--data-dir",
+              str(cifar10_dir), "--calib-images", "600", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "r20.snn")]
+    assert main(["convert", *common]) == 0  # the file records its options, --out too: both runs write one path
+    one = (tmp_path / "r20.snn").read_bytes()
+    proc = torchrun(*common, command="convert")
+    assert proc.stdout.count("wrote ") == 1 and "(2 processes)" in proc.stdout  # only rank 0 writes
+    assert (tmp_path / "r20.snn").read_bytes() == one

@@ -11,7 +11,7 @@ from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
 from radixsnn.data import calibration_images, folder_classes
 from radixsnn.models.weights import file_sha256
 from radixsnn.outputs import check_file
-from radixsnn.training.runtime import resolve_device
+from radixsnn.training.runtime import start_runtime, stop_runtime
 
 
 def register(sub) -> None:
@@ -49,17 +49,27 @@ def run(args) -> int:
     check_each(args.time_steps, ActQuant)
     check_each(args.weight_bits, WeightQuant)
     Calibration.parse(args.calib)
-    device = resolve_device(args.device)
+    runtime = start_runtime(args.device)  # under torchrun: the processes share the calibration's float passes
+    try:
+        return _run(args, runtime)
+    finally:
+        stop_runtime(runtime)
+
+
+def _run(args, runtime) -> int:
     model = load_float_model(args)
     t0 = time.perf_counter()
     qann = quantize(model, args.time_steps, weight_bits=args.weight_bits, input_bits=args.input_bits,
                     act_scale=args.act_scale, shift=args.shift,
-                    weight_grid=args.weight_grid, gains=args.gains).to(device)
+                    weight_grid=args.weight_grid, gains=args.gains).to(runtime.device)
     check_fits_dataset(qann.graph, args.dataset, args.data_dir)
     preprocess = model_preprocess(model, args, qann.graph.input.shape)
     calib = calibration_images(args.dataset, args.data_dir, args.calib_images, args.seed, preprocess=preprocess,
                                workers=args.workers)
-    qann.calibrate(calib.to(device), method=args.calib, progress=not args.no_progress)
+    qann.calibrate(calib.to(runtime.device), method=args.calib, progress=runtime.is_main and not args.no_progress,
+                   share=runtime)
+    if not runtime.is_main:  # every process holds the same scales; the main one writes the file
+        return 0
     metadata = {
         "model": args.model,
         "dataset": args.dataset,
@@ -74,7 +84,8 @@ def run(args) -> int:
     snn = qann.to_snn(metadata)
     path = snn.save(args.out)  # atomic: an error while writing leaves any earlier file as it was
     print(describe(snn))
-    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB) in {time.perf_counter() - t0:.1f} s"
+          + (f" ({runtime.world_size} processes)" if runtime.distributed else ""))
     return 0
 
 

@@ -32,7 +32,7 @@ model's zero padding (a padded pixel means "normalized zero", not "black").
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Protocol
 
 import torch
 import torch.nn as nn
@@ -90,6 +90,30 @@ def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     """Forward ``x``, gradient times ``g`` (the LSQ step-size gradient scaling)."""
     y = x * g
     return (x - y).detach() + y
+
+
+#: Below this ``n``, ``torch.randperm(n)`` on the CPU takes ``n - 1`` 32-bit numbers from its generator
+#: (one per Fisher-Yates swap); :func:`skip_randperm` draws them without the swaps.
+SKIP_RANDPERM_LIMIT = 1 << 26
+
+
+def skip_randperm(n: int, gen: torch.Generator) -> None:
+    """Advance ``gen`` exactly as ``torch.randperm(n, generator=gen)`` does, without the permutation (about
+    5x cheaper at millions of elements; tests/test_convert.py checks the generator states agree)."""
+    if n < SKIP_RANDPERM_LIMIT:
+        torch.empty(max(n - 1, 0), dtype=torch.int32).random_(0, 2, generator=gen)
+    else:
+        torch.randperm(n, generator=gen)
+
+
+class Share(Protocol):
+    """A process's place among ``world_size`` processes that calibrate together
+    (:class:`radixsnn.training.runtime.Runtime` is one): ``all_reduce_sum_`` sums a tensor over them in place."""
+
+    rank: int
+    world_size: int
+
+    def all_reduce_sum_(self, t: torch.Tensor) -> torch.Tensor: ...
 
 
 class QANN(nn.Module):
@@ -421,7 +445,8 @@ class QANN(nn.Module):
     # ---- calibration -----------------------------------------------------------------------------------
     @torch.no_grad()
     def calibrate(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int | None = None,
-                  method: str = "mse", samples_per_layer: int = 1 << 18, progress: bool = True) -> None:
+                  method: str = "mse", samples_per_layer: int = 1 << 18, progress: bool = True,
+                  share: Share | None = None) -> None:
         """Set every activation scale from the float network's activations on ``images``.
 
         ``batch_size``: images per float pass (default: :data:`CALIB_PIXELS` pixels' worth, 256 images at
@@ -429,10 +454,11 @@ class QANN(nn.Module):
         memory holds one batch's float pass and the bounded samples, whatever the number of images.
         ``method``: ``"mse"`` (clip minimizing the T-bit quantization error, the default) or
         ``"percentile:P"`` (clip at the P-th percentile of the positive activations, e.g. 99.99); see
-        :class:`~radixsnn.core.quant.Calibration`.
+        :class:`~radixsnn.core.quant.Calibration`. ``share``: this process's place among several that
+        calibrate together (see :meth:`activation_samples`); the scales equal one process's.
         """
         rule = Calibration.parse(method)
-        for name, a in self.activation_samples(images, batch_size, samples_per_layer, progress).items():
+        for name, a in self.activation_samples(images, batch_size, samples_per_layer, progress, share).items():
             top = self.qmax_of(name)
             tops = [int(v) for v in top] if isinstance(top, torch.Tensor) else [top] * len(a)
             clip = torch.stack([rule.clip(row, q) for row, q in zip(a, tops)])
@@ -440,10 +466,16 @@ class QANN(nn.Module):
 
     @torch.no_grad()
     def activation_samples(self, images: torch.Tensor | Iterable[torch.Tensor], batch_size: int | None = None,
-                           samples_per_layer: int = 1 << 18, progress: bool = True) -> dict[str, torch.Tensor]:
+                           samples_per_layer: int = 1 << 18, progress: bool = True,
+                           share: Share | None = None) -> dict[str, torch.Tensor]:
         """What :meth:`calibrate` reads: every neuron layer's float activations on ``images`` (ReLU'd, at
         most the layer's clip), a fixed random sample of about ``samples_per_layer`` of them, as a float32
-        ``(C, n)`` tensor of rows per channel (``act_scale="channel"``) or one ``(1, n)`` row per layer."""
+        ``(C, n)`` tensor of rows per channel (``act_scale="channel"``) or one ``(1, n)`` row per layer.
+
+        ``share`` (every process passing the same ``images``): process ``share.rank`` of ``share.world_size``
+        runs the float passes of batches ``rank, rank + world_size, ...`` only; it makes the random draws of
+        the others too (:func:`skip_randperm`: the draws follow one generator, batch after batch), and ``share.all_reduce_sum_``
+        fills in the other processes' samples, so every process returns exactly what one process would."""
         if batch_size is None:
             batch_size = max(1, CALIB_PIXELS // math.prod(self.graph.input.shape[1:]))
         if isinstance(images, torch.Tensor):
@@ -454,29 +486,48 @@ class QANN(nn.Module):
             batches = list(images)
         if not batches:
             raise ConfigError("images", "holds no images to calibrate on")
+        rank, world = (0, 1) if share is None else (share.rank, share.world_size)
         device = next(self.parameters()).device
         gen = torch.Generator().manual_seed(0)
         pools: dict[str, list[torch.Tensor]] = {}
         per_channel = self.act_scale == "channel"
 
+        def draw(name: str, channels: int, columns: int, a: torch.Tensor | None) -> None:
+            """Sample ``a`` (``(channels, columns)`` activations), or where ``a`` is None (another process's
+            batch) make the same draws and keep zeros in their place."""
+            keep = max(1, samples_per_layer // len(batches) // (channels if per_channel else 1))
+            if per_channel:
+                if columns > keep:
+                    if a is None:
+                        skip_randperm(columns, gen)
+                    else:
+                        a = a[:, torch.randperm(columns, generator=gen)[:keep]]
+                chunk = torch.zeros(channels, min(keep, columns)) if a is None else a
+            else:
+                if channels * columns > keep:
+                    if a is None:
+                        skip_randperm(channels * columns, gen)
+                    else:
+                        a = a.flatten()[torch.randperm(channels * columns, generator=gen)[:keep]]
+                chunk = torch.zeros(1, min(keep, channels * columns)) if a is None else a.reshape(1, -1)
+            pools.setdefault(name, []).append(chunk)
+
         def sample(name: str, pre: torch.Tensor) -> None:  # called layer by layer during the pass
             a = torch.relu(pre).transpose(0, 1).reshape(pre.shape[1], -1).float().cpu()  # (C, N*H*W)
-            keep = max(1, samples_per_layer // len(batches) // (a.shape[0] if per_channel else 1))
-            if per_channel:
-                if a.shape[1] > keep:
-                    a = a[:, torch.randperm(a.shape[1], generator=gen)[:keep]]
-                pools.setdefault(name, []).append(a)
-            else:
-                flat = a.flatten()
-                if flat.numel() > keep:
-                    flat = flat[torch.randperm(flat.numel(), generator=gen)[:keep]]
-                pools.setdefault(name, []).append(flat.view(1, -1))
+            draw(name, a.shape[0], a.shape[1], a)
 
-        for xb in tqdm(batches, desc="calibrate", disable=not progress, leave=False):
-            self.float_forward(xb.to(device), sample)
+        neurons = [n for n in self.graph.nodes if n.kind == "neuron"]  # in the order the pass samples them
+        for i, xb in enumerate(tqdm(batches, desc="calibrate", disable=not progress, leave=False)):
+            if i % world == rank:
+                self.float_forward(xb.to(device), sample)
+            else:
+                for node in neurons:
+                    draw(node.name, node.channels, len(xb) * math.prod(node.shape[1:]), None)
         samples = {}
         for name, chunks in pools.items():
             a = torch.cat(chunks, dim=1)
+            if world > 1:  # each sample is one process's (the others hold 0 there): the sum is exact
+                a = share.all_reduce_sum_(a)
             cap = self.graph[name].attrs.get("clip")
             samples[name] = a if cap is None else a.clamp(max=cap)
         return samples

@@ -63,6 +63,14 @@ class Runtime:
         dist.all_reduce(t)
         return t.tolist()
 
+    def all_reduce_sum_(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over all processes, in place (through this process's device, as the backend needs)."""
+        if not self.distributed:
+            return t
+        on = t.to(self.device)
+        dist.all_reduce(on)
+        return on if on is t else t.copy_(on)
+
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
