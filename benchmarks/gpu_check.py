@@ -172,7 +172,7 @@ def run_campaign(args, size, rows, work: Path) -> None:
         epochs = size["train_epochs"] if args.smoke else epochs
         out = work / f"{model}-{dataset}"
         small = ["--limit-batches", str(size["limit_batches"]), "--test-subset", str(size["test_images"]),
-                 "--train-subset", str(size["train_subset"])] if args.smoke else []
+                 "--train-subset", str(size["train_subset"]), "--batch-size", str(size["batch"])] if args.smoke else []
         code, tail, seconds = radixsnn_command(["train", "--model", model, "--dataset", dataset, "--epochs", str(epochs),
                                                 "--warmup-epochs", str(min(2, epochs / 2)), "--eval-every", str(epochs),
                                                 *RECIPE, "--out", str(out), *common, *small])
