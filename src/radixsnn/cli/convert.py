@@ -51,7 +51,9 @@ def run(args) -> int:
     Calibration.parse(args.calib)
     runtime = start_runtime(args.device)  # under torchrun: the processes share the calibration's float passes
     try:
-        return _run(args, runtime)
+        code = _run(args, runtime)
+        runtime.barrier()  # every process done before any leaves the group (Gloo can abort a process whose peer has gone)
+        return code
     finally:
         stop_runtime(runtime)
 

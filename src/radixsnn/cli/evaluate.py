@@ -76,7 +76,9 @@ def run(args) -> int:
         require_onnx()
     runtime = start_runtime(args.device)
     try:
-        return _run(args, runtime)
+        code = _run(args, runtime)
+        runtime.barrier()  # every process done before any leaves the group (Gloo can abort a process whose peer has gone)
+        return code
     finally:
         stop_runtime(runtime)
 

@@ -298,6 +298,7 @@ def finetune_run(
         ran = state is None or int(state.meta["epoch"]) < tc.epochs
         trainer = finetune(qann, train_loader, tc, test_loader=test_loader, teacher=teacher, runtime=runtime,
                            out_dir=out, meta=meta, state=state, amp=amp, progress=progress)
+        runtime.barrier()  # every process done training before the others leave rank 0 to convert and evaluate
         result = None
         if runtime.is_main:
             if not ran and _evaluated(out, len(trainer.history), engine, eval_images):
