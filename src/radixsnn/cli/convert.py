@@ -11,7 +11,7 @@ from radixsnn.core.quant import ActQuant, Calibration, WeightQuant, check_each
 from radixsnn.data import calibration_images, folder_classes
 from radixsnn.models.weights import file_sha256
 from radixsnn.outputs import check_file
-from radixsnn.training.runtime import start_runtime, stop_runtime
+from radixsnn.training.runtime import run_in_group
 
 
 def register(sub) -> None:
@@ -49,16 +49,10 @@ def run(args) -> int:
     check_each(args.time_steps, ActQuant)
     check_each(args.weight_bits, WeightQuant)
     Calibration.parse(args.calib)
-    runtime = start_runtime(args.device)  # under torchrun: the processes share the calibration's float passes
-    try:
-        code = _run(args, runtime)
-        runtime.barrier()  # every process done before any leaves the group (Gloo can abort a process whose peer has gone)
-        return code
-    finally:
-        stop_runtime(runtime)
+    return run_in_group(args.device, lambda runtime: _run(args, runtime))
 
 
-def _run(args, runtime) -> int:
+def _run(args, runtime) -> int:  # under torchrun: the processes share the calibration's float passes
     model = load_float_model(args)
     t0 = time.perf_counter()
     qann = quantize(model, args.time_steps, weight_bits=args.weight_bits, input_bits=args.input_bits,

@@ -13,7 +13,7 @@ from radixsnn.errors import ConfigError, ConversionError
 from radixsnn.models import create_model, list_models
 from radixsnn.models.weights import file_sha256
 from radixsnn.outputs import check_file, write_json
-from radixsnn.training.runtime import start_runtime, stop_runtime
+from radixsnn.training.runtime import run_in_group
 
 
 def register(sub) -> None:
@@ -74,13 +74,7 @@ def run(args) -> int:
         check_file(args.json, "json")
     if args.engine == "onnx":
         require_onnx()
-    runtime = start_runtime(args.device)
-    try:
-        code = _run(args, runtime)
-        runtime.barrier()  # every process done before any leaves the group (Gloo can abort a process whose peer has gone)
-        return code
-    finally:
-        stop_runtime(runtime)
+    return run_in_group(args.device, lambda runtime: _run(args, runtime))
 
 
 def _run(args, runtime) -> int:

@@ -12,7 +12,7 @@
 from radixsnn.training.float_run import TRAIN_DEFAULTS, train_run
 from radixsnn.training.qat import FINETUNE_DEFAULTS, default_lr, finetune, finetune_run, float_teacher
 from radixsnn.training.run import make_loaders, open_run
-from radixsnn.training.runtime import Runtime, resolve_device, start_runtime, stop_runtime
+from radixsnn.training.runtime import Runtime, resolve_device, run_in_group, start_runtime, stop_runtime
 from radixsnn.training.state import RunState, code_version, load_run, save_run
 from radixsnn.training.trainer import TrainConfig, Trainer, learning_rate, pixels_as_float, training_loss
 
@@ -34,6 +34,7 @@ __all__ = [
     "open_run",
     "pixels_as_float",
     "resolve_device",
+    "run_in_group",
     "save_run",
     "start_runtime",
     "stop_runtime",

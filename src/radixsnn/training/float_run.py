@@ -99,7 +99,7 @@ def train_run(
         trainer.fit()
         if runtime.is_main and trainer.best is not None:
             print(f"best test accuracy {trainer.best['test_acc']:.2f}% (epoch {trainer.best['epoch']}); checkpoints in {out}")
-        runtime.barrier()  # every process done before any leaves the group (Gloo can abort a process whose peer has gone)
+        runtime.barrier()  # as run_in_group: every process done before any leaves the group
         return trainer.best
     finally:
         stop_runtime(runtime)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -99,6 +100,22 @@ def stop_runtime(runtime: Runtime) -> None:
     """Leave the process group (if this process joined one)."""
     if launched_by_torchrun() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+R = TypeVar("R")
+
+
+def run_in_group(device_spec: str, work: Callable[[Runtime], R]) -> R:
+    """``work(runtime)`` with this process's :class:`Runtime`; under ``torchrun`` the group is left only once
+    every process has finished (a barrier on the normal path only, so a failing process cannot hang the
+    others; Gloo can abort a process whose peer has already gone)."""
+    runtime = start_runtime(device_spec)
+    try:
+        result = work(runtime)
+        runtime.barrier()
+        return result
+    finally:
+        stop_runtime(runtime)
 
 
 #: The autocast dtypes of ``--amp``.
