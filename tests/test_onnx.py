@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -252,8 +253,6 @@ def _small_snn(T=4, **kw):
 def test_the_kept_session_follows_the_snn(monkeypatch):
     """The onnxruntime session is built once per SNN and kept beside it (the SNN's attributes stay its
     fields); an in-place change of a weight or bias rebuilds it, and the logits stay the integer engine's."""
-    import dataclasses
-
     from radixsnn.core import onnx_export
 
     snn, x = _small_snn(), images(8, seed=4)

@@ -92,8 +92,9 @@ def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
     return (x - y).detach() + y
 
 
-#: Below this ``n``, ``torch.randperm(n)`` on the CPU takes ``n - 1`` 32-bit numbers from its generator
-#: (one per Fisher-Yates swap); :func:`skip_randperm` draws them without the swaps.
+#: Below this ``n`` (a margin under the size where torch's CPU ``randperm`` would take 64-bit numbers;
+#: tested up to 3 million), ``torch.randperm(n)`` takes ``n - 1`` 32-bit numbers from its generator, one
+#: per Fisher-Yates swap; :func:`skip_randperm` draws them without the swaps (above it: randperm itself).
 SKIP_RANDPERM_LIMIT = 1 << 26
 
 
@@ -492,29 +493,20 @@ class QANN(nn.Module):
         pools: dict[str, list[torch.Tensor]] = {}
         per_channel = self.act_scale == "channel"
 
-        def draw(name: str, channels: int, columns: int, a: torch.Tensor | None) -> None:
-            """Sample ``a`` (``(channels, columns)`` activations), or where ``a`` is None (another process's
-            batch) make the same draws and keep zeros in their place."""
-            keep = max(1, samples_per_layer // len(batches) // (channels if per_channel else 1))
-            if per_channel:
-                if columns > keep:
-                    if a is None:
-                        skip_randperm(columns, gen)
-                    else:
-                        a = a[:, torch.randperm(columns, generator=gen)[:keep]]
-                chunk = torch.zeros(channels, min(keep, columns)) if a is None else a
-            else:
-                if channels * columns > keep:
-                    if a is None:
-                        skip_randperm(channels * columns, gen)
-                    else:
-                        a = a.flatten()[torch.randperm(channels * columns, generator=gen)[:keep]]
-                chunk = torch.zeros(1, min(keep, channels * columns)) if a is None else a.reshape(1, -1)
-            pools.setdefault(name, []).append(chunk)
+        def draw(name: str, rows: int, columns: int, a: torch.Tensor | None) -> None:
+            """Sample the columns of ``a`` (``(rows, columns)`` activations: a row per channel, or the layer's
+            one row), or where ``a`` is None (another process's batch) make the same draws and keep zeros."""
+            keep = max(1, samples_per_layer // len(batches) // rows)
+            if columns > keep:
+                if a is None:
+                    skip_randperm(columns, gen)
+                else:
+                    a = a[:, torch.randperm(columns, generator=gen)[:keep]]
+            pools.setdefault(name, []).append(torch.zeros(rows, min(keep, columns)) if a is None else a)
 
         def sample(name: str, pre: torch.Tensor) -> None:  # called layer by layer during the pass
-            a = torch.relu(pre).transpose(0, 1).reshape(pre.shape[1], -1).float().cpu()  # (C, N*H*W)
-            draw(name, a.shape[0], a.shape[1], a)
+            a = torch.relu(pre).transpose(0, 1).reshape(pre.shape[1] if per_channel else 1, -1).float().cpu()
+            draw(name, *a.shape, a)  # (C, N*H*W) or (1, C*N*H*W)
 
         neurons = [n for n in self.graph.nodes if n.kind == "neuron"]  # in the order the pass samples them
         for i, xb in enumerate(tqdm(batches, desc="calibrate", disable=not progress, leave=False)):
@@ -522,7 +514,8 @@ class QANN(nn.Module):
                 self.float_forward(xb.to(device), sample)
             else:
                 for node in neurons:
-                    draw(node.name, node.channels, len(xb) * math.prod(node.shape[1:]), None)
+                    rows = node.channels if per_channel else 1
+                    draw(node.name, rows, len(xb) * math.prod(node.shape) // rows, None)
         samples = {}
         for name, chunks in pools.items():
             a = torch.cat(chunks, dim=1)
