@@ -12,7 +12,7 @@ from radixsnn.errors import ConfigError
 from radixsnn.models import create_model, list_models, model_config
 from radixsnn.outputs import check_folder
 from radixsnn.training.run import make_loaders, open_run, seed_everything, train_config
-from radixsnn.training.runtime import check_amp, start_runtime, stop_runtime
+from radixsnn.training.runtime import check_amp, run_in_group
 from radixsnn.training.trainer import Trainer
 
 #: The options of a float training run and their defaults (``radixsnn train`` shows these).
@@ -62,8 +62,8 @@ def train_run(
     given = set(config) if given is None else set(given)
     config = {**TRAIN_DEFAULTS, **config}
     out = check_folder(out_dir, "out")
-    runtime = start_runtime(device)
-    try:
+    def work(runtime) -> dict | None:
+        nonlocal config  # the resumed run's
         check_amp(amp, runtime.device)
         config, state = open_run(out, config, given, resume=resume, kind="float", announce=runtime.is_main)
         if config["model"] is None:
@@ -99,7 +99,6 @@ def train_run(
         trainer.fit()
         if runtime.is_main and trainer.best is not None:
             print(f"best test accuracy {trainer.best['test_acc']:.2f}% (epoch {trainer.best['epoch']}); checkpoints in {out}")
-        runtime.barrier()  # as run_in_group: every process done before any leaves the group
         return trainer.best
-    finally:
-        stop_runtime(runtime)
+
+    return run_in_group(device, work)
