@@ -31,8 +31,8 @@ from safetensors import safe_open
 import radixsnn as rs
 from radixsnn.cli import main
 from radixsnn.core.engines import run_integer
-from radixsnn.core.onnx_export import (PAIR_LIMIT, _split_channel, plan, qlinear_requantization, rounding_holds,
-                                       to_onnx)
+from radixsnn.core.onnx_export import (FLOAT_LIMIT, PAIR_LIMIT, _split_channel, float_tail_holds, pairs_exact, plan,
+                                       qlinear_requantization, rounding_holds, to_onnx)
 from radixsnn.data import load_cifar
 from radixsnn.errors import ConfigError, ConversionError
 from test_convert import MODELS, NORM, images, randomize_bn
@@ -120,6 +120,37 @@ def test_products_are_exact_within_the_pair_bound(w_type):
     assert np.array_equal(got, np.clip(np.round(acc / 1024), 0, 255))  # the plain multiplier rounds half to even
 
 
+def test_pairs_exact_says_whether_int8_products_beyond_the_pair_bound_are_exact():
+    """:func:`pairs_exact` agrees with a convolution of its own (random weights of +-127 on inputs near 255, not
+    the check's all-255 pattern): exact where it says so, wrong where it says pairs saturate."""
+    g = np.random.default_rng(1)
+    w = g.choice([-127, 127], size=(8, 16, 3, 3))
+    x = g.integers(240, 256, size=(2, 16, 6, 6)).astype(np.uint8)
+    bias = g.integers(-1000, 1000, size=8)
+    got = _qlinear_conv(w, bias, np.full(8, 2.0 ** -12, np.float32)).run(None, {"x": x})[0]
+    acc = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+                                     torch.tensor(bias, dtype=torch.float64), padding=1).numpy()
+    assert np.array_equal(got, np.clip(np.round(acc / 4096), 0, 255)) == pairs_exact()
+
+
+@settings(max_examples=500, deadline=None, derandomize=True, database=None)
+@given(sums=st.integers(0, FLOAT_LIMIT), bias=st.integers(-FLOAT_LIMIT, FLOAT_LIMIT), d=st.integers(0, 22),
+       t=st.integers(1, 8), data=st.data())
+def test_float_tail_is_the_floor(sums, bias, d, t, data):
+    """Wherever :func:`float_tail_holds`, the float32 tail -- cast, add ``bias - (2^dT - 1) / 2``, divide by
+    ``2^dT``, round half to even, saturate to [0, 255], min with ``2^T - 1`` -- is
+    ``clamp(floor((sum + bias) / 2^dT), 0, 2^T - 1)`` for every sum in range, at both edges of every quotient."""
+    if not float_tail_holds(sums, sums + abs(bias), abs(bias), d):
+        return
+    lo, hi = -sums, sums
+    picks = data.draw(st.lists(st.integers(lo, hi), min_size=1, max_size=20))
+    edges = [q * (1 << d) + r - bias for q in range(-1, (1 << t) + 1) for r in (0, (1 << d) - 1)]
+    s = np.array(sorted({lo, hi, *picks, *(e for e in edges if lo <= e <= hi)}), np.int64)
+    biased = s.astype(np.float32) + np.float32(bias - ((1 << d) - 1) / 2)
+    got = np.minimum(np.clip(np.rint(biased / np.float32(1 << d)), 0, 255), (1 << t) - 1)
+    assert np.array_equal(got.astype(np.int64), np.clip(np.floor_divide(s + bias, 1 << d), 0, (1 << t) - 1))
+
+
 @settings(max_examples=300, deadline=None, derandomize=True, database=None)
 @given(g=st.integers(-3000, 1 << 18), d=st.integers(0, 20), t=st.integers(1, 8), t_src=st.integers(1, 8),
        lo=st.integers(-(1 << 22), 0), span=st.integers(0, 1 << 23), data=st.data())
@@ -142,7 +173,13 @@ def test_two_stage_split_is_the_one_stage_floor(g, d, t, t_src, lo, span, data):
 
 
 def _assert_exact(snn, x):
-    assert torch.equal(rs.run(snn, x, engine="onnx").logits, run_integer(snn, x).logits)
+    """The onnx engine (int8 weights everywhere where this machine's onnxruntime adds products in int32)
+    and the portable export both give the integer engine's logits."""
+    want = run_integer(snn, x).logits
+    assert torch.equal(rs.run(snn, x, engine="onnx").logits, want)
+    if pairs_exact():  # the engine took int8 weights everywhere: check the portable file too
+        got = _session(to_onnx(snn, int8_weights="portable")).run(None, {"pixels": x.numpy()})[0]
+        assert torch.equal(torch.from_numpy(got), want)
 
 
 # ----------------------------------------------------------------------------- real images
@@ -162,9 +199,12 @@ def cifar(cifar10_dir):
 def test_resnet20_on_cifar_images(cifar, resnet20_weights, T):
     train, test, _ = cifar
     snn = rs.convert(rs.create_model("resnet20", weights=resnet20_weights), train, time_steps=T, progress=False)
-    lowerings = {low.lowering for low in plan(snn)}
-    assert {"qlinear", "integer", "readout"} <= lowerings  # every neuron lowering on one network
-    assert ("two-stage" in lowerings) == (T == 4)  # residual layers of 4-step trains in two QLinearConvs
+    lowerings = plan(snn)
+    kinds = {low.lowering for low in lowerings}
+    assert {"qlinear", "integer", "readout"} <= kinds  # every neuron lowering on one network
+    assert ("two-stage" in kinds) == (T == 4)  # residual layers of 4-step trains in two QLinearConvs
+    tails = {low.tail for low in lowerings if low.lowering == "integer"}
+    assert tails == ({"float"} if T == 4 else {"float", "int32"})  # the first layer floors in float32
     _assert_exact(snn, test)
 
 
@@ -176,6 +216,7 @@ def test_vgg16_on_cifar_images(cifar, models_dir):
     model = rs.create_model("vgg16", weights=models_dir / "vgg16-cifar10-253ed08f.pth")
     snn = rs.convert(model, train[:256], time_steps=8, progress=False)
     assert {low.weights for low in plan(snn) if low.lowering == "qlinear"} == {"uint8"}  # 255-valued trains
+    assert {low.weights for low in plan(snn, int8_weights="all") if low.lowering == "qlinear"} == {"int8"}
     _assert_exact(snn, test[:200])
 
 
@@ -257,7 +298,7 @@ def test_the_kept_session_follows_the_snn(monkeypatch):
 
     snn, x = _small_snn(), images(8, seed=4)
     built = []
-    monkeypatch.setattr(onnx_export, "to_onnx", lambda s, real=onnx_export.to_onnx: built.append(1) or real(s))
+    monkeypatch.setattr(onnx_export, "to_onnx", lambda s, real=onnx_export.to_onnx, **kw: built.append(1) or real(s, **kw))
     first = rs.run(snn, x, engine="onnx").logits
     assert torch.equal(rs.run(snn, x, engine="onnx").logits, first) and len(built) == 1
     assert set(vars(snn)) == {f.name for f in dataclasses.fields(snn)}
@@ -326,6 +367,29 @@ def test_export_file_metadata_and_readme_script(tmp_path):
     assert out.stdout.split() == [str(int(c)) for c in run_integer(snn, x).logits.argmax(1)]
     assert len(script.strip().splitlines()) <= 10
     assert json.loads(meta["radixsnn.logit_scale"]) == snn.scales[snn.graph.output.name].reshape(-1).tolist()
+    assert meta["radixsnn.int8_weights"] == "portable"
+
+
+def test_int8_weights_everywhere_only_where_this_machine_adds_products_in_int32(tmp_path, monkeypatch):
+    """``--int8-weights all`` writes int8 weights into every QLinearConv (and says so in the metadata) where
+    :func:`pairs_exact`, and is refused in one line before anything is written where it is not."""
+    from radixsnn.core import onnx_export
+
+    snn = _small_snn(T=8)
+    snn.save(tmp_path / "net.snn")
+    assert {low.weights for low in plan(snn)} >= {"uint8"}
+    assert {low.weights for low in plan(snn, int8_weights="all") if low.lowering != "integer"} == {"int8"}
+    args = ["export", str(tmp_path / "net.snn"), "--out", str(tmp_path / "net.onnx"), "--int8-weights", "all"]
+    if pairs_exact():
+        assert main(args) == 0
+        meta = {p.key: p.value for p in onnx.load(tmp_path / "net.onnx").metadata_props}
+        assert meta["radixsnn.int8_weights"] == "all"
+    monkeypatch.setattr(onnx_export, "pairs_exact", lambda: False)
+    with pytest.raises(ConfigError, match="int8_weights.*'all' needs int8 kernels"):
+        onnx_export.export_onnx(snn, tmp_path / "other.onnx", int8_weights="all")
+    with pytest.raises(ConfigError, match="int8_weights"):
+        plan(snn, int8_weights="fast")
+    assert not (tmp_path / "other.onnx").exists()
 
 
 @pytest.mark.cifar

@@ -1,11 +1,11 @@
 """The integer SNN as a standard ONNX model, and onnxruntime as a third exact engine.
 
 :func:`export_onnx` writes the network the integer engine computes -- each layer
-``clamp(floor((sum w q + b) / 2^dT), 0, 2^T - 1)`` on uint8 activations -- with ONNX's integer operators
-only, so any ONNX runtime computes the integer engine's logits bit for bit. The graph reads the uint8
-image as the SNN does (``pixels``, N x C x H x W) and gives the int64 ``logits``; its metadata holds the
-logits' float scale per class (``float logits = logits * scale``), ``T`` per layer and per channel, the
-bit widths, the ``.snn`` digest and the radixsnn version.
+``clamp(floor((sum w q + b) / 2^dT), 0, 2^T - 1)`` on uint8 activations -- with ONNX's integer and
+quantization operators, so any ONNX runtime computes the integer engine's logits bit for bit. The graph
+reads the uint8 image as the SNN does (``pixels``, N x C x H x W) and gives the int64 ``logits``; its
+metadata holds the logits' float scale per class (``float logits = logits * scale``), ``T`` per layer and
+per channel, the bit widths, the ``.snn`` digest, the radixsnn version and which CPUs it is exact on.
 
 Each neuron layer is lowered one of three ways, chosen per layer from its integers (the conditions are
 proved in tests/test_onnx.py):
@@ -16,19 +16,22 @@ proved in tests/test_onnx.py):
   requantization rounds ``sum * multiplier`` half to even; with the bias lowered by ``2^(dT-1)`` and
   the multiplier ``2^-dT (1 + 2^-23)`` the result is the floor, provided the nudge never carries a sum
   across an integer (:func:`rounding_holds`: about ``dT + T <= 22``, or sums too small to reach the
-  saturation). The weights are int8 where ``2 (2^T_in - 1) max|w| <= 32767``
-  (x86 CPUs without VNNI add pairs of uint8 x int8 products in int16, with saturation; this holds for
-  8-bit weights on trains of up to 7 steps and for 7-bit weights on 8), otherwise uint8 with zero point
-  128 (exact for any 8-bit weights, about a third slower).
+  saturation). With ``int8_weights="portable"`` (the default) the weights are int8 where
+  ``2 (2^T_in - 1) max|w| <= 32767`` (x86 CPUs without VNNI add pairs of uint8 x int8 products in int16,
+  with saturation; this holds for 8-bit weights on trains of up to 7 steps and for 7-bit weights on 8),
+  otherwise uint8 with zero point 128 (exact for any 8-bit weights, slower); ``"all"`` takes int8
+  weights everywhere, for CPUs that add the products in int32 (:func:`pairs_exact`).
 * ``two-stage`` -- a residual layer whose shortcut gains exceed 8 bits, in two QLinearConvs
   (:func:`shortcut_split`): the convolution with the low part of each gain on its centre tap, floored
   into a per-channel uint8 window; then a 1x1 QLinearConv adds the window's offset and the high part of
   the gain times the shortcut and floors the rest of the shift.
 * ``integer`` -- ``ConvInteger`` / ``MatMulInteger`` of uint8 x uint8 into int32 (exact for any 8-bit
-  weights), the other terms and the bias added in int32, then ``Max 0``, ``BitShift`` right per
-  channel, ``Min`` with ``2^T_c - 1``. Used for linear layers, for shortcuts that neither
-  lowering above can carry, and where the rounding condition fails. The readout is lowered this way and
-  its int32 sums are the logits.
+  weights) and the other terms added in int32, then the floor: in float32 where every value stays below
+  2^22 (:func:`float_tail_holds`: ``Cast``, ``Add`` of the bias less ``(2^dT - 1) / 2``,
+  ``QuantizeLinear`` by ``2^dT``, ``Min`` with ``2^T_c - 1``), else in int32 (``Add`` of the bias,
+  ``Max 0``, ``BitShift`` right per channel, ``Min`` with ``2^T_c - 1``). Used for linear layers, for
+  shortcuts that neither lowering above can carry, for a per-neuron bias and where the rounding
+  condition fails. The readout is lowered this way; its int32 sums plus its bias are the logits.
 
 Tested with onnx 1.23.2 and onnxruntime 1.32.0, opset :data:`OPSET`. onnx and onnxruntime are the
 optional extra ``pip install 'radixsnn[onnx]'``.
@@ -44,6 +47,7 @@ True
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -69,6 +73,8 @@ NUDGE = 2.0 ** -23
 ROUNDING_LIMIT = 1 << 23
 #: int32 accumulators: every layer's largest sum must stay below this.
 INT32_LIMIT = 1 << 31
+#: The float tail of the integer lowering needs every value below this (see :func:`float_tail_holds`).
+FLOAT_LIMIT = 1 << 22
 INSTALL = "pip install 'radixsnn[onnx]'"
 
 
@@ -86,12 +92,22 @@ def require_onnx():
 class Lowering:
     """How one layer becomes ONNX operators: ``lowering`` is ``"qlinear"``, ``"two-stage"``, ``"integer"`` or
     ``"readout"``; ``weights`` the type of its weights in (the first) QLinearConv (``"int8"`` or ``"uint8"``);
-    ``split`` the two-stage lowering's :class:`ShortcutSplit`."""
+    ``split`` the two-stage lowering's :class:`ShortcutSplit` and ``second_weights`` the type of its second
+    QLinearConv's; ``tail`` how the integer lowering floors (``"float"`` where :func:`float_tail_holds`,
+    else ``"int32"``)."""
 
     layer: str
     lowering: str
     weights: str
     split: ShortcutSplit | None = None
+    tail: str = "int32"
+    second_weights: str = "int8"
+
+
+def _source_channels(snn: IntegerSNN, term) -> int:
+    """How many channels a select term's input has before its zero channels are padded in."""
+    channels = term.attrs.get("channels")
+    return len(channels) if channels is not None else snn.graph[term.src].channels
 
 
 def _source_peak(snn: IntegerSNN, src: str) -> int:
@@ -194,8 +210,10 @@ def _split_channel(g: int, d: int, peak: int, cap: int, lo: int, hi: int) -> tup
     no split fits. With ``q = floor(u / 2^e)`` for ``u = conv + bias + low s``, the layer's value is
     ``clamp(floor((q + high s) / 2^j), 0, cap)``, ``j = d - e`` (``high s 2^e`` is a multiple of ``2^e``).
     Every ``q`` at or below ``L = 2^j - 1 - max(0, high peak)`` gives 0 and every ``q`` at or above
-    ``H = cap 2^j - min(0, high peak)`` gives ``cap`` for every ``s``, so the first stage may saturate
-    ``q - L`` to ``[0, 255]`` when ``H - L <= 255``. The largest ``e`` that fits is taken."""
+    ``H = cap 2^j - min(0, high peak)`` gives ``cap`` for every ``s``, and ``q`` stays within
+    ``[floor(lo' / 2^e), floor(hi' / 2^e)]`` (``lo'``, ``hi'`` the extremes of ``u``), so the first stage
+    may saturate ``q`` minus the window's start to ``[0, 255]`` when the window, the intersection of the
+    two ranges, holds at most 256 values. The largest ``e`` that fits is taken."""
     for e in range(d, -1, -1):
         r = g % (1 << e)
         low = r - (1 << e) if 2 * r >= 1 << e else r  # the remainder nearest 0
@@ -204,8 +222,9 @@ def _split_channel(g: int, d: int, peak: int, cap: int, lo: int, hi: int) -> tup
         high, j = (g - low) >> e, d - e
         if abs(high) > 127:
             return None
-        window = (1 << j) - 1 - max(0, high * peak)
-        top = cap * (1 << j) - min(0, high * peak)
+        reached = ((lo + min(0, low * peak)) >> e, (hi + max(0, low * peak)) >> e)
+        window = max((1 << j) - 1 - max(0, high * peak), reached[0])
+        top = max(min(cap * (1 << j) - min(0, high * peak), reached[1]), window)
         if top - window > 255:
             continue
         first = hi + max(0, low * peak) - (window << e)
@@ -237,9 +256,18 @@ def shortcut_split(snn: IntegerSNN, node: Node) -> ShortcutSplit | None:
     return out
 
 
-def plan(snn: IntegerSNN) -> list[Lowering]:
+def plan(snn: IntegerSNN, *, int8_weights: str = "portable") -> list[Lowering]:
     """The lowering of every layer (neuron layers and the readout), in graph order; raises
-    :class:`ConversionError` naming the layer for what ONNX's 8-bit integer operators cannot hold."""
+    :class:`ConversionError` naming the layer for what ONNX's 8-bit integer operators cannot hold.
+
+    ``int8_weights="portable"`` (the default) keeps every QLinearConv exact on x86 CPUs without VNNI,
+    whose onnxruntime kernels add pairs of uint8 x int8 products in int16 with saturation: weights are
+    int8 only where ``2 peak max|w| <= 32767`` (:data:`PAIR_LIMIT`), uint8 with zero point 128 elsewhere.
+    ``"all"`` takes int8 weights everywhere, for runtimes that add the products in int32
+    (:func:`pairs_exact`): x86 with VNNI or AMX, ARM."""
+    limit = {"portable": PAIR_LIMIT, "all": float("inf")}.get(int8_weights)
+    if limit is None:
+        raise ConfigError("int8_weights", f"must be 'portable' or 'all', got {int8_weights!r}")
     for node in snn.graph.nodes:
         if node.kind != "output" and snn.train_length(node.name) > 8:
             raise ConversionError(f"layer {node.name}: its {snn.train_length(node.name)}-step trains do not fit the uint8 "
@@ -248,7 +276,8 @@ def plan(snn: IntegerSNN) -> list[Lowering]:
     for node in snn.graph.layers:
         split = None
         weights = [snn.weights[t.param] for t in node.terms]
-        bound = peak_input(snn.graph, node, weights, lambda s: _source_peak(snn, s)) + int(snn.biases[node.name].abs().max())
+        sums = peak_input(snn.graph, node, weights, lambda s: _source_peak(snn, s))
+        bound = sums + int(snn.biases[node.name].abs().max())
         if bound + (1 << max(_shifts(snn, node))) >= INT32_LIMIT:
             raise ConversionError(f"layer {node.name}: its sums can reach {bound}, beyond the int32 accumulators of ONNX's "
                                   "integer operators")
@@ -256,7 +285,7 @@ def plan(snn: IntegerSNN) -> list[Lowering]:
         if any(int(w.abs().max()) > 127 for t, w in zip(node.terms, weights) if t.op != "select" and w.numel()):
             raise ConversionError(f"layer {node.name}: weights beyond 8 bits do not fit ONNX's integer operators")
         peak = max(_source_peak(snn, t.src) for t in node.terms)
-        kind = "int8" if 2 * peak * largest <= PAIR_LIMIT else "uint8"
+        kind = "int8" if 2 * peak * largest <= limit else "uint8"
         if node.kind == "output":
             lowering = "readout"
         elif (_one_qlinear_conv(node) and largest <= 127 and snn.biases[node.name].dim() == 1
@@ -265,10 +294,12 @@ def plan(snn: IntegerSNN) -> list[Lowering]:
         elif _one_qlinear_conv(node) and snn.biases[node.name].dim() == 1 and (split := shortcut_split(snn, node)):
             lowering = "two-stage"
             taps = max(int(w.abs().max()) for t, w in zip(node.terms, weights) if t.op == "conv2d")
-            kind = "int8" if 2 * peak * max(taps, *(abs(v) for v in split.low)) <= PAIR_LIMIT else "uint8"
+            kind = "int8" if 2 * peak * max(taps, *(abs(v) for v in split.low)) <= limit else "uint8"
         else:
             lowering = "integer"
-        out.append(Lowering(node.name, lowering, kind, split if lowering == "two-stage" else None))
+        tail = "float" if lowering == "integer" and _float_tail_holds(snn, node, sums) else "int32"
+        second = "int8" if lowering != "two-stage" or 2 * 255 * max(1, *(abs(v) for v in split.high)) <= limit else "uint8"
+        out.append(Lowering(node.name, lowering, kind, split if lowering == "two-stage" else None, tail, second))
     return out
 
 
@@ -318,18 +349,32 @@ def _conv_attrs(term) -> dict:
 def _shortcut(b: _Builder, term, node: Node, x: str) -> tuple[str, np.ndarray]:
     """A select term's input at the layer's shape (uint8: its channels, every stride-th position, the
     zero channels padded in) and its gains (0 on zero channels)."""
+    x, gains, _ = _shortcut_channels(b, term, node, x)
+    before, after = term.attrs["pad"]
+    if before or after:
+        dims = len(node.shape) - 1
+        pads = np.zeros(2 * (dims + 2), np.int64)
+        pads[1], pads[dims + 3] = before, after
+        x = b.op("Pad", [x, b.const("pads", pads)], "padded")
+    return x, gains
+
+
+def _shortcut_channels(b: _Builder, term, node: Node, x: str) -> tuple[str, np.ndarray, np.ndarray]:
+    """A select term's input before its zero channels are padded in (uint8: its channels, every stride-th
+    position), its gains per output channel (0 on zero channels) and, per output channel, the input
+    channel it reads (-1 for zero channels): a convolution that carries the shortcut on its centre tap
+    needs no input channels of zeros."""
     x = _gather(b, term, x)
     stride, dims = term.attrs["stride"], len(node.shape) - 1
     if stride > 1:
         x = b.op("Slice", [x, b.const("starts", np.zeros(dims, np.int64)), b.const("ends", np.full(dims, 1 << 62, np.int64)),
                            b.const("axes", np.arange(2, 2 + dims, dtype=np.int64)), b.const("steps", np.full(dims, stride, np.int64))],
                  "strided")
-    before, after = term.attrs["pad"]
-    if before or after:
-        pads = np.zeros(2 * (dims + 2), np.int64)
-        pads[1], pads[dims + 3] = before, after
-        x = b.op("Pad", [x, b.const("pads", pads)], "padded")
-    return x, _shortcut_gains(term, np.asarray(b.weights[term.param], np.int64))
+    gains = _shortcut_gains(term, np.asarray(b.weights[term.param], np.int64))
+    before = term.attrs["pad"][0]
+    column = np.arange(node.channels) - before
+    column[gains == 0] = -1
+    return x, gains, column
 
 
 def _shortcut_gains(term, gains: np.ndarray) -> np.ndarray:
@@ -343,46 +388,97 @@ def _shortcut_gains(term, gains: np.ndarray) -> np.ndarray:
     return gains
 
 
-def _integer_term(b: _Builder, term, node: Node, values: dict[str, str]) -> str:
-    """One synapse term as an int32 tensor of the layer's shape (uint8 x uint8 products: exact for any weights)."""
+def _uint8_zero_points(b: _Builder) -> list[str]:
+    """ConvInteger's / MatMulInteger's zero points: 0 for the uint8 input, 128 for the weights stored as ``w + 128``."""
+    return [b.const("x_zero", np.array(0, np.uint8)), b.const("w_zero", np.array(128, np.uint8))]
+
+
+def _integer_term(b: _Builder, term, node: Node, values: dict[str, str], zero: list[int] = ()) -> str:
+    """One synapse term as an int32 tensor of the layer's shape (uint8 x uint8 products: exact for any
+    weights), with the output channels ``zero`` left out (their weights 0)."""
     tp = b.onnx.TensorProto
+    zero = list(zero)
     if term.op == "select":
         x, gains = _shortcut(b, term, node, values[term.src])
+        gains[zero] = 0
         return b.op("Mul", [b.op("Cast", [x], "wide", to=tp.INT32), b.const("gains", _per_channel(gains, node, np.int32))],
                     "shortcut")
-    w = np.asarray(b.weights[term.param], np.int64)
+    w = np.array(b.weights[term.param], np.int64)
+    w[zero] = 0
     x = _gather(b, term, values[term.src])
-    zeros = [b.const("x_zero", np.array(0, np.uint8)), b.const("w_zero", np.array(128, np.uint8))]
     if term.op == "conv2d":
-        return b.op("ConvInteger", [x, b.const("w", (w + 128).astype(np.uint8)), *zeros], "conv", **_conv_attrs(term))
+        return b.op("ConvInteger", [x, b.const("w", (w + 128).astype(np.uint8)), *_uint8_zero_points(b)], "conv",
+                    **_conv_attrs(term))
     if term.attrs["mode"] == "sumpool":  # a global sum pool folded into the classifier: its sums exceed uint8
         total = b.op("ReduceSum", [b.op("Cast", [x], "wide", to=tp.INT32), b.const("axes", np.array([2, 3], np.int64))],
                      "pooled", keepdims=0)
         return b.op("MatMul", [total, b.const("w", w.T.astype(np.int32))], "linear")
     flat = b.op("Flatten", [x], "flat", axis=1)
-    return b.op("MatMulInteger", [flat, b.const("w", (w.T + 128).astype(np.uint8)), *zeros], "linear")
+    return b.op("MatMulInteger", [flat, b.const("w", (w.T + 128).astype(np.uint8)), *_uint8_zero_points(b)], "linear")
 
 
-def _integer_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, str]) -> str:
-    """The layer's int32 sums, bias included, then for a neuron layer ``min(max(sum, 0) >> dT, 2^T_c - 1)``
-    as uint8; the readout's sums become the int64 ``logits``."""
+def _integer_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, str], tail: str) -> str:
+    """The layer's int32 sums, then for a neuron layer ``min(max(sum + bias, 0) >> dT, 2^T_c - 1)`` as uint8
+    (``tail``: ``"float"`` or ``"int32"``, see :func:`float_tail_holds`); the readout's sums plus its bias
+    become the int64 ``logits``."""
     tp = b.onnx.TensorProto
+    constant = constant_channels(snn, node) if tail == "float" else {}
     acc = None
     for term in node.terms:
-        part = _integer_term(b, term, node, values)
+        part = _integer_term(b, term, node, values, sorted(constant))
         acc = part if acc is None else b.op("Add", [acc, part], "sum")
-    bias = snn.biases[node.name].cpu().numpy()
-    acc = b.op("Add", [acc, b.const("bias", _per_channel(bias, node, np.int32) if bias.ndim == 1 else bias.astype(np.int32))],
-               "biased")
+    bias = snn.biases[node.name].cpu().numpy().astype(np.int64)
     if node.kind == "output":
+        acc = b.op("Add", [acc, b.const("bias", _per_channel_or_map(bias, node, np.int32))], "biased")
         return b.op("Cast", [acc], "logits", output="logits", to=tp.INT64)
-    acc = b.op("Cast", [b.op("Max", [acc, b.const("zero", np.array(0, np.int32))], "rectified")], "unsigned", to=tp.UINT32)
     shifts = _shifts(snn, node)
+    caps = [(1 << t) - 1 for t in _steps(snn, node)]
+    if tail == "float":  # floor as round-to-nearest of a half-integer that is never a tie: see float_tail_holds
+        for c, value in constant.items():
+            bias[c] = value << shifts[c]
+        offset = (np.array([(1 << d) - 1 for d in shifts], np.float64) / 2).reshape(-1, *([1] * (bias.ndim - 1)))
+        acc = b.op("Add", [b.op("Cast", [acc], "float", to=tp.FLOAT),
+                           b.const("bias", _per_channel_or_map(bias - offset, node, np.float32))], "biased")
+        scale = [float(1 << d) for d in shifts]
+        per = {} if len(set(scale)) == 1 else {"axis": 1}
+        acc = b.op("QuantizeLinear", [acc, b.const("scale", np.array(scale if per else scale[0], np.float32)),
+                                      b.const("zero", np.zeros(len(scale) if per else (), np.uint8))], "floored", **per)
+        return b.op("Min", [acc, b.const("cap", _per_channel(caps, node, np.uint8))], node.name) if min(caps) < 255 else acc
+    acc = b.op("Add", [acc, b.const("bias", _per_channel_or_map(bias, node, np.int32))], "biased")
+    acc = b.op("Cast", [b.op("Max", [acc, b.const("zero", np.array(0, np.int32))], "rectified")], "unsigned", to=tp.UINT32)
     if max(shifts):
         acc = b.op("BitShift", [acc, b.const("shift", _per_channel(shifts, node, np.uint32))], "shifted", direction="RIGHT")
-    caps = [(1 << t) - 1 for t in _steps(snn, node)]
     return b.op("Cast", [b.op("Min", [acc, b.const("cap", _per_channel(caps, node, np.uint32))], "saturated")], node.name,
                 to=tp.UINT8)
+
+
+def _per_channel_or_map(bias: np.ndarray, node: Node, dtype) -> np.ndarray:
+    """A bias as :func:`_per_channel` gives it, or its per-neuron map (C, H, W) as it is."""
+    return _per_channel(bias.tolist(), node, dtype) if bias.ndim == 1 else bias.astype(dtype)
+
+
+def float_tail_holds(sums: int, biased: int, bias: int, shift: int) -> bool:
+    """Whether a neuron channel may floor in float32 -- ``Cast`` of its int32 sum of terms, ``Add`` of
+    ``bias - (2^dT - 1) / 2``, ``QuantizeLinear`` with scale ``2^dT`` (which rounds to nearest and
+    saturates to ``[0, 255]``), ``Min`` with ``2^T_c - 1`` -- when its sum of terms, that sum plus the bias
+    and the bias stay within ``sums``, ``biased`` and ``bias`` in magnitude. With
+    ``sum + bias = q 2^dT + r``, ``0 <= r < 2^dT``, the quotient is ``q - 1/2 + (r + 1/2) / 2^dT``, strictly
+    between ``q - 1/2`` and ``q + 1/2``, so it rounds to ``q`` whatever the tie rule; every value is an
+    integer or a half-integer below ``2^22`` in magnitude, which float32 holds exactly, and dividing by a
+    power of two is exact. About twice as fast as the int32 tail (``Max``, ``BitShift``, ``Min``, casts)."""
+    return max(sums, biased, bias) + (1 << shift) < FLOAT_LIMIT
+
+
+def _float_tail_holds(snn: IntegerSNN, node: Node, sums: int) -> bool:
+    """:func:`float_tail_holds` for every channel of a neuron layer but those of one value, whose weights
+    the float tail zeroes and whose bias it sets to that value (:func:`constant_channels`)."""
+    if node.kind != "neuron":
+        return False
+    ranges = channel_ranges(snn, node)
+    constant = constant_channels(snn, node, ranges)
+    bias = snn.biases[node.name].reshape(node.channels, -1).abs().amax(1).tolist()
+    return all(c in constant or float_tail_holds(sums, max(-lo, hi), int(b), d) for c, (lo, hi, b, d) in
+               enumerate(zip(*ranges, bias, _shifts(snn, node))))
 
 
 def qlinear_requantization(bias: np.ndarray, shifts: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -404,9 +500,9 @@ def _qlinear_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, s
         blocks.append(np.asarray(b.weights[term.param], np.int64))
     for term in node.terms:
         if term.op == "select":  # the shortcut's gains on the centre tap of channels of its own
-            x, gains = _shortcut(b, term, node, values[term.src])
+            x, gains, column = _shortcut_channels(b, term, node, values[term.src])
             inputs.append(x)
-            blocks.append(_centre_taps(gains, kh, kw))
+            blocks.append(_centre_taps(gains, column, _source_channels(snn, term), kh, kw))
     x = inputs[0] if len(inputs) == 1 else b.op("Concat", inputs, "stacked", axis=1)
     w = np.concatenate(blocks, axis=1)
     bias, shifts = snn.biases[node.name].cpu().numpy().astype(np.int64), _shifts(snn, node)
@@ -415,11 +511,12 @@ def _qlinear_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, s
     return _saturate(b, snn, node, _qlinear(b, x, w, bias, shifts, weights, node.name, **_conv_attrs(convs[0])))
 
 
-def _centre_taps(gains, kh: int, kw: int) -> np.ndarray:
-    """The ``(C, C, kh, kw)`` kernel that multiplies channel ``c`` by ``gains[c]`` at the centre tap."""
-    n = len(gains)
-    block = np.zeros((n, n, kh, kw), np.int64)
-    block[np.arange(n), np.arange(n), kh // 2, kw // 2] = gains
+def _centre_taps(gains, column: np.ndarray, inputs: int, kh: int, kw: int) -> np.ndarray:
+    """The ``(C, inputs, kh, kw)`` kernel that gives output channel ``c`` input channel ``column[c]`` times
+    ``gains[c]`` at the centre tap (nothing where ``column[c]`` is -1)."""
+    block = np.zeros((len(gains), inputs, kh, kw), np.int64)
+    rows = np.flatnonzero(column >= 0)
+    block[rows, column[rows], kh // 2, kw // 2] = np.asarray(gains, np.int64)[rows]
     return block
 
 
@@ -457,32 +554,32 @@ def _two_stage_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str,
     n = node.channels
     inputs = [_gather(b, t, values[t.src]) for t in convs]
     blocks = [np.asarray(b.weights[t.param], np.int64) for t in convs]
-    shortcut, _ = _shortcut(b, select, node, values[select.src])
+    shortcut, _, column = _shortcut_channels(b, select, node, values[select.src])
+    m = _source_channels(snn, select)
     if any(split.low):
         inputs.append(shortcut)
-        blocks.append(_centre_taps(split.low, kh, kw))
+        blocks.append(_centre_taps(split.low, column, m, kh, kw))
     x = inputs[0] if len(inputs) == 1 else b.op("Concat", inputs, "stacked", axis=1)
     w = np.concatenate(blocks, axis=1)
     bias = snn.biases[node.name].cpu().numpy().astype(np.int64) - (np.array(split.window, np.int64) << np.array(split.shift))
-    second_w = np.zeros((n, 2 * n, 1, 1), np.int64)
-    second_w[np.arange(n), np.arange(n), 0, 0] = 1
-    second_w[np.arange(n), n + np.arange(n), 0, 0] = split.high
+    second_w = np.concatenate([_centre_taps([1] * n, np.arange(n), n, 1, 1), _centre_taps(split.high, column, m, 1, 1)],
+                              axis=1)  # the window's channels with tap 1, then the shortcut's with its high gains
     second_bias = np.array(split.window, np.int64)
     second_shift = [d - e for d, e in zip(_shifts(snn, node), split.shift)]
     for c, value in constant_channels(snn, node).items():  # a channel that never changes: its value as the bias
         w[c], bias[c], second_w[c], second_bias[c], second_shift[c] = 0, 0, 0, value, 0
     q = _qlinear(b, x, w, bias, split.shift, lowering.weights, "window", **_conv_attrs(convs[0]))
-    kind = "int8" if 2 * 255 * max(1, *(abs(v) for v in split.high)) <= PAIR_LIMIT else "uint8"
     return _saturate(b, snn, node, _qlinear(b, b.op("Concat", [q, shortcut], "stacked", axis=1), second_w, second_bias,
-                                            second_shift, kind, node.name))
+                                            second_shift, lowering.second_weights, node.name))
 
 
-def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
+def to_onnx(snn: IntegerSNN, *, batch: int | None = None, int8_weights: str = "portable"):
     """The SNN as an ``onnx.ModelProto`` (see the module docstring); ``batch`` fixes the batch size (default:
-    a free dimension ``N``). Raises :class:`ConversionError` naming the layer it cannot express."""
+    a free dimension ``N``); ``int8_weights`` as :func:`plan` takes it. Raises :class:`ConversionError`
+    naming the layer it cannot express."""
     onnx, _ = require_onnx()
     tp, helper = onnx.TensorProto, onnx.helper
-    lowerings = {low.layer: low for low in plan(snn)}
+    lowerings = {low.layer: low for low in plan(snn, int8_weights=int8_weights)}
     b = _Builder(onnx, {k: v.cpu().numpy() for k, v in snn.weights.items()})
     graph = snn.graph
     pixels = "pixels"
@@ -502,7 +599,7 @@ def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
         elif lowerings[node.name].lowering == "two-stage":
             values[node.name] = _two_stage_layer(b, snn, node, values, lowerings[node.name])
         else:
-            values[node.name] = _integer_layer(b, snn, node, values)
+            values[node.name] = _integer_layer(b, snn, node, values, lowerings[node.name].tail)
     n = batch if batch is not None else "N"
     inputs = [helper.make_tensor_value_info(pixels, tp.UINT8, [n, *graph.input.shape])]
     outputs = [helper.make_tensor_value_info("logits", tp.INT64, [n, graph.output.channels])]
@@ -510,15 +607,16 @@ def to_onnx(snn: IntegerSNN, *, batch: int | None = None):
                               opset_imports=[helper.make_opsetid("", OPSET)], producer_name="radixsnn",
                               producer_version=__version__)
     model.ir_version = IR_VERSION
-    meta = metadata(snn, lowerings)
+    meta = metadata(snn, lowerings, int8_weights)
     helper.set_model_props(model, {k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()})
     return model
 
 
-def metadata(snn: IntegerSNN, lowerings: dict[str, Lowering] | None = None) -> dict:
+def metadata(snn: IntegerSNN, lowerings: dict[str, Lowering] | None = None, int8_weights: str = "portable") -> dict:
     """What an exported model's metadata holds (JSON-encoded per key): enough to read its logits as floats
-    (``logit_scale``) and to say which SNN it is, without radixsnn."""
-    lowerings = lowerings or {low.layer: low for low in plan(snn)}
+    (``logit_scale``), to say which SNN it is and which CPUs compute it exactly (``int8_weights``:
+    "portable" for all, "all" for those whose int8 kernels add in int32), without radixsnn."""
+    lowerings = lowerings or {low.layer: low for low in plan(snn, int8_weights=int8_weights)}
     neurons = [n.name for n in snn.graph.nodes if n.kind == "neuron"]
     return {
         "radixsnn.version": __version__,
@@ -531,23 +629,32 @@ def metadata(snn: IntegerSNN, lowerings: dict[str, Lowering] | None = None) -> d
         "radixsnn.input_bits": snn.input_bits,
         "radixsnn.delta_t": snn.delta_t,
         "radixsnn.lowering": {name: low.lowering for name, low in lowerings.items()},
+        "radixsnn.int8_weights": int8_weights,
         "radixsnn.classes": snn.graph.output.channels,
     }
 
 
-def export_onnx(snn: IntegerSNN, path: str | os.PathLike, *, check_images: int = 16) -> Path:
+def export_onnx(snn: IntegerSNN, path: str | os.PathLike, *, check_images: int = 16, int8_weights: str = "portable") -> Path:
     """Write ``snn`` as an ONNX model to ``path`` (atomically), after ``onnx.checker`` (full check) passed
     and onnxruntime's logits equalled the integer logits of the SNN's QANN -- the reference every engine
-    equals -- on ``check_images`` random images (0: no run; an SNN without its QANN needs 0)."""
+    equals -- on ``check_images`` random images (0: no run; an SNN without its QANN needs 0).
+    ``int8_weights`` as :func:`plan` takes it; ``"all"`` is refused where this machine's onnxruntime
+    saturates pairs of products (:func:`pairs_exact`), since the file would be wrong here."""
     onnx, _ = require_onnx()
     if not isinstance(check_images, int) or isinstance(check_images, bool) or check_images < 0:
         raise ConfigError("check_images", f"must be a non-negative integer, got {check_images!r}")
+    if int8_weights not in ("portable", "all"):
+        raise ConfigError("int8_weights", f"must be 'portable' or 'all', got {int8_weights!r}")
+    if int8_weights == "all" and not pairs_exact():
+        raise ConfigError("int8_weights", "'all' needs int8 kernels that add products in int32, and this machine's "
+                          "onnxruntime adds pairs of them in int16 with saturation (x86 without VNNI): keep 'portable', "
+                          "or export on the CPU that will run the model")
     from radixsnn.core.qann import QANN
 
     qann = QANN.from_snn(snn) if check_images else None
     if check_images and qann is None:
         raise ConfigError("check_images", "needs the QANN an SNN file carries to check against; this SNN has none (use 0)")
-    model = to_onnx(snn)
+    model = to_onnx(snn, int8_weights=int8_weights)
     onnx.checker.check_model(model, full_check=True)
     data = model.SerializeToString()
     if check_images:
@@ -572,9 +679,43 @@ def _session(data: bytes, threads: int | None = None):
 
 def run_onnx(snn: IntegerSNN, images: torch.Tensor) -> torch.Tensor:
     """The int64 logits onnxruntime computes for uint8 ``images`` from the SNN's ONNX model (built once and
-    :func:`~radixsnn.core.snn.kept` while the SNN, its integers and the thread count stay the same)."""
+    :func:`~radixsnn.core.snn.kept` while the SNN, its integers and the thread count stay the same), with
+    int8 weights everywhere where this machine's onnxruntime adds int8 products in int32 (:func:`pairs_exact`)."""
     threads = torch.get_num_threads()
-    session = kept(snn, "onnx-session", (threads, snn.state_key()),
-                   lambda: _session(to_onnx(snn).SerializeToString(), threads))
+    weights = "all" if pairs_exact() else "portable"
+    session = kept(snn, "onnx-session", (threads, weights, snn.state_key()),
+                   lambda: _session(to_onnx(snn, int8_weights=weights).SerializeToString(), threads))
     logits = session.run(None, {"pixels": images.cpu().contiguous().numpy()})[0]
     return torch.from_numpy(logits).to(images.device)
+
+
+@functools.cache
+def pairs_exact() -> bool:
+    """Whether this machine's onnxruntime computes QLinearConv with int8 weights exactly for any 8-bit
+    weights and uint8 inputs (checked once per process). x86 CPUs without VNNI add pairs of uint8 x int8
+    products in int16 with saturation (``vpmaddubsw``); VNNI, AMX and ARM's dot products add into int32.
+
+    The check runs the kernel families the export uses -- 3x3 convolutions on 3, 16 and 64 channels, a 1x1
+    and a depthwise one -- on all-255 inputs against weights of +-127, where every pair of products
+    exceeds int16 (``2 x 255 x 127 = 64770``), with a bias that centres the exact sum: a single saturated
+    pair moves the output by at least ``32003 / 2^8``, far outside its window."""
+    shapes = (3, 16, 3, 1), (16, 16, 3, 1), (64, 64, 3, 1), (32, 16, 1, 1), (32, 32, 3, 32)  # c_in, c_out, k, groups
+    return all(_pairs_exact_on(*shape) for shape in shapes)
+
+
+def _pairs_exact_on(c_in: int, c_out: int, k: int, groups: int) -> bool:
+    onnx, _ = require_onnx()
+    shift = 8
+    sign = np.where(np.arange(c_out) % 2 == 0, 1, -1).reshape(-1, 1, 1, 1)
+    w = 127 * sign * np.ones((c_out, c_in // groups, k, k), np.int64)
+    exact = 255 * w.reshape(c_out, -1).sum(1)
+    bias = 100 * (1 << shift) - exact  # every output exactly 100 when every product is added exactly
+    b = _Builder(onnx, {})
+    y = _qlinear(b, "x", w, bias, [shift] * c_out, "int8", "y", group=groups)
+    tensor = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph(b.nodes, "pairs", [tensor("x", onnx.TensorProto.UINT8, [1, c_in, 6, 6])],
+                                   [tensor(y, onnx.TensorProto.UINT8, None)], b.initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    got = _session(model.SerializeToString(), 1).run(None, {"x": np.full((1, c_in, 6, 6), 255, np.uint8)})[0]
+    return bool((got == 100).all())
