@@ -320,7 +320,7 @@ def test_what_onnx_cannot_hold_is_refused_naming_the_layer(tmp_path):
     assert not (tmp_path / "t9.onnx").exists()
 
 
-@pytest.mark.parametrize("case", ["corrupt file", "out is a folder", "negative check images"])
+@pytest.mark.parametrize("case", ["corrupt file", "out is a folder", "negative check images", "unknown int8 weights"])
 def test_export_refuses_bad_input_in_one_line(tmp_path, case):
     snn_file, out = tmp_path / "net.snn", tmp_path / "net.onnx"
     _small_snn().save(snn_file)
@@ -331,8 +331,10 @@ def test_export_refuses_bad_input_in_one_line(tmp_path, case):
         snn_file.write_bytes(bytes(data))
     elif case == "out is a folder":
         out.mkdir()
-    else:
+    elif case == "negative check images":
         extra = ["--check-images", "-1"]
+    else:
+        extra = ["--int8-weights", "fast"]
     proc = subprocess.run([sys.executable, "-m", "radixsnn", "export", str(snn_file), "--out", str(out), *extra],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

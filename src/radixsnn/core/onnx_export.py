@@ -285,7 +285,7 @@ def plan(snn: IntegerSNN, *, int8_weights: str = "portable") -> list[Lowering]:
         if any(int(w.abs().max()) > 127 for t, w in zip(node.terms, weights) if t.op != "select" and w.numel()):
             raise ConversionError(f"layer {node.name}: weights beyond 8 bits do not fit ONNX's integer operators")
         peak = max(_source_peak(snn, t.src) for t in node.terms)
-        kind = "int8" if 2 * peak * largest <= limit else "uint8"
+        kind = _weight_type(peak, largest, limit)
         if node.kind == "output":
             lowering = "readout"
         elif (_one_qlinear_conv(node) and largest <= 127 and snn.biases[node.name].dim() == 1
@@ -294,13 +294,19 @@ def plan(snn: IntegerSNN, *, int8_weights: str = "portable") -> list[Lowering]:
         elif _one_qlinear_conv(node) and snn.biases[node.name].dim() == 1 and (split := shortcut_split(snn, node)):
             lowering = "two-stage"
             taps = max(int(w.abs().max()) for t, w in zip(node.terms, weights) if t.op == "conv2d")
-            kind = "int8" if 2 * peak * max(taps, *(abs(v) for v in split.low)) <= limit else "uint8"
+            kind = _weight_type(peak, max(taps, *(abs(v) for v in split.low)), limit)
         else:
             lowering = "integer"
         tail = "float" if lowering == "integer" and _float_tail_holds(snn, node, sums) else "int32"
-        second = "int8" if lowering != "two-stage" or 2 * 255 * max(1, *(abs(v) for v in split.high)) <= limit else "uint8"
+        second = _weight_type(255, max(1, *(abs(v) for v in split.high)), limit) if lowering == "two-stage" else "int8"
         out.append(Lowering(node.name, lowering, kind, split if lowering == "two-stage" else None, tail, second))
     return out
+
+
+def _weight_type(peak: int, largest: int, limit: float) -> str:
+    """A QLinearConv's weight type: int8 where no pair of products of inputs up to ``peak`` and weights up
+    to ``largest`` in magnitude passes ``limit``, else uint8 with zero point 128."""
+    return "int8" if 2 * peak * largest <= limit else "uint8"
 
 
 class _Builder:
@@ -432,7 +438,6 @@ def _integer_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, s
         acc = b.op("Add", [acc, b.const("bias", _per_channel_or_map(bias, node, np.int32))], "biased")
         return b.op("Cast", [acc], "logits", output="logits", to=tp.INT64)
     shifts = _shifts(snn, node)
-    caps = [(1 << t) - 1 for t in _steps(snn, node)]
     if tail == "float":  # floor as round-to-nearest of a half-integer that is never a tie: see float_tail_holds
         for c, value in constant.items():
             bias[c] = value << shifts[c]
@@ -443,11 +448,12 @@ def _integer_layer(b: _Builder, snn: IntegerSNN, node: Node, values: dict[str, s
         per = {} if len(set(scale)) == 1 else {"axis": 1}
         acc = b.op("QuantizeLinear", [acc, b.const("scale", np.array(scale if per else scale[0], np.float32)),
                                       b.const("zero", np.zeros(len(scale) if per else (), np.uint8))], "floored", **per)
-        return b.op("Min", [acc, b.const("cap", _per_channel(caps, node, np.uint8))], node.name) if min(caps) < 255 else acc
+        return _saturate(b, snn, node, acc)
     acc = b.op("Add", [acc, b.const("bias", _per_channel_or_map(bias, node, np.int32))], "biased")
     acc = b.op("Cast", [b.op("Max", [acc, b.const("zero", np.array(0, np.int32))], "rectified")], "unsigned", to=tp.UINT32)
     if max(shifts):
         acc = b.op("BitShift", [acc, b.const("shift", _per_channel(shifts, node, np.uint32))], "shifted", direction="RIGHT")
+    caps = [(1 << t) - 1 for t in _steps(snn, node)]
     return b.op("Cast", [b.op("Min", [acc, b.const("cap", _per_channel(caps, node, np.uint32))], "saturated")], node.name,
                 to=tp.UINT8)
 
